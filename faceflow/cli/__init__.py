@@ -1,0 +1,1 @@
+"""faceflow's command line: one module per command, imported only when that command runs."""

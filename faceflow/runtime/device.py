@@ -1,0 +1,46 @@
+"""The one place where faceflow decides CPU vs CUDA, placements and process topology."""
+from __future__ import annotations
+
+import os
+
+import oneflow as flow
+
+DEVICES = ("cpu", "cuda")
+
+
+def resolve_device(requested: str) -> str:
+    """Return 'cpu' or 'cuda' for a config value 'cpu' | 'cuda' | 'auto'; error if CUDA is asked for but absent."""
+    if requested == "auto":
+        return "cuda" if flow.cuda.is_available() else "cpu"
+    if requested not in DEVICES:
+        raise ValueError(f"device: expected one of cpu, cuda, auto, got {requested!r}")
+    if requested == "cuda" and not flow.cuda.is_available():
+        raise RuntimeError("device: cuda requested but no CUDA device is available (set device: cpu)")
+    return requested
+
+
+def world_size() -> int:
+    """Number of processes in this run (1 when not launched through the distributed launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    """Global rank of this process (0 when single-process)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """Rank of this process on its node; selects the GPU on CUDA."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_device(device: str) -> flow.device:
+    """The device for this process's local tensors: its own GPU on CUDA, the CPU otherwise."""
+    if device == "cuda":
+        return flow.device("cuda", local_rank())
+    return flow.device("cpu")
+
+
+def all_ranks_placement(device: str) -> flow.placement:
+    """Placement over every process of the run, for global (model-parallel) tensors."""
+    return flow.placement(device, ranks=list(range(world_size())))
