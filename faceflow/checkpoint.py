@@ -57,11 +57,19 @@ def write_checkpoint(
     config: dict[str, Any],
     state: dict[str, Any],
     write_payload: Callable[[Path], None],
+    writer: bool = True,
 ) -> Path:
-    """Write a checkpoint atomically: `write_payload(tmp_dir)` saves tensors, then state/config, then rename."""
+    """Write a checkpoint atomically: `write_payload(tmp_dir)` saves tensors, then state/config, then rename.
+
+    In a multi-process run every rank calls this (saving global tensors is collective); only the
+    rank with `writer=True` touches the disk, the others run `write_payload` on a placeholder path.
+    """
     root = Path(checkpoints_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
+    if not writer:
+        write_payload(root / f".{step_dir_name(step)}.not-written")
+        return final
+    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{step_dir_name(step)}.tmp-", dir=root))
     try:
         write_payload(tmp)
@@ -95,7 +103,8 @@ def load_backbone(path: str | os.PathLike, device: str = "cpu"):
     from faceflow.models import build_backbone
 
     config, state = read_checkpoint_meta(path)
-    model = build_backbone(config["network"], embedding_size=int(config["embedding_size"]))
+    model = build_backbone(config["network"], embedding_size=int(config["embedding_size"]),
+                           **(config.get("network_kwargs") or {}))
     model.load_state_dict(flow.load(str(Path(path) / "backbone")))
     model.eval()
     return model.to(device), config, int(state["step"])

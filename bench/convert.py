@@ -1,0 +1,167 @@
+"""Benchmark: `convert rec` vs a plain copy of the same .rec bytes, and the OneFlow training input
+pipeline vs MXNet's ImageRecordIter (same data, same thread count). Ratios are printed last.
+
+Usage: python bench/convert.py [--images 3000] [--threads 2] [--batch 64] [--batches 30]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import faceflow  # noqa: F401  (before oneflow)
+import oneflow as flow
+
+from faceflow.data.convert import convert_rec
+from faceflow.data.pipeline import TrainPipeline
+from faceflow.data.recordio import IRHeader, RecordDataset, RecordWriter, pack_payload, write_insightface_dataset
+
+
+def make_images(n: int, classes: int, seed: int = 0) -> list[tuple[int, bytes]]:
+    """n random 112x112 JPEGs (q95) of smooth noise, face-image sized (a few KB each), sorted by label."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(small).resize((112, 112), Image.BICUBIC).save(buf, "JPEG", quality=95)
+        out.append((i * classes // n, buf.getvalue()))
+    return out
+
+
+def best_of(repeats: int, fn) -> float:
+    """Shortest wall time of `repeats` calls of fn()."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_convert(data_dir: Path, work: Path, repeats: int) -> tuple[float, float]:
+    """(copy MB/s, convert MB/s) over the bytes of train.rec, alternating runs, each to a fresh path.
+
+    Outputs are deleted between runs, outside the timed region, for both.
+    """
+    rec = data_dir / "train.rec"
+    size_mb = rec.stat().st_size / 1e6
+    copy_times, convert_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        shutil.copyfile(rec, work / "copy.rec")
+        copy_times.append(time.perf_counter() - start)
+        (work / "copy.rec").unlink()
+        start = time.perf_counter()
+        convert_rec(data_dir, work / "of", 8, progress=False)
+        convert_times.append(time.perf_counter() - start)
+        shutil.rmtree(work / "of")
+    return size_mb / min(copy_times), size_mb / min(convert_times)
+
+
+def bench_readers(data_dir: Path, repeats: int) -> tuple[float, float]:
+    """(mxnet.recordio records/s, faceflow RecordDataset records/s) reading every image record."""
+    import mxnet as mx
+
+    def with_mxnet() -> None:
+        reader = mx.recordio.MXIndexedRecordIO(str(data_dir / "train.idx"), str(data_dir / "train.rec"), "r")
+        header, _ = mx.recordio.unpack(reader.read_idx(0))
+        for key in range(1, int(header.label[0])):
+            mx.recordio.unpack(reader.read_idx(key))
+        reader.close()
+
+    def with_faceflow() -> None:
+        with RecordDataset(data_dir) as dataset:
+            for _ in dataset:
+                pass
+
+    n = len(RecordDataset(data_dir).image_keys)
+    return n / best_of(repeats, with_mxnet), n / best_of(repeats, with_faceflow)
+
+
+def write_im2rec_copy(records: list[tuple[int, bytes]], out_dir: Path) -> None:
+    """The same images in im2rec layout (ImageRecordIter cannot skip InsightFace's header records)."""
+    with RecordWriter(out_dir / "train.rec", out_dir / "train.idx") as writer:
+        for key, (label, image) in enumerate(records):
+            writer.write(key, pack_payload(IRHeader(0, float(label), key, 0), image))
+
+
+def bench_pipelines(im2rec_dir: Path, of_dir: Path, threads: int, batch: int, batches: int) -> tuple[float, float]:
+    """(mx.io.ImageRecordIter images/s, TrainPipeline images/s): decode, mirror, normalize, NCHW float32."""
+    import mxnet as mx
+
+    it = mx.io.ImageRecordIter(path_imgrec=str(im2rec_dir / "train.rec"), path_imgidx=str(im2rec_dir / "train.idx"),
+                               data_shape=(3, 112, 112), batch_size=batch, shuffle=True, rand_mirror=True,
+                               mean_r=127.5, mean_g=127.5, mean_b=127.5, std_r=127.5, std_g=127.5, std_b=127.5,
+                               preprocess_threads=threads, prefetch_buffer=1, round_batch=True)
+
+    def mx_batches() -> None:
+        done = 0
+        while done < batches:
+            try:
+                b = it.next()
+            except StopIteration:
+                it.reset()
+                continue
+            b.data[0].asnumpy()
+            b.label[0].asnumpy()
+            done += 1
+
+    pipeline = TrainPipeline(of_dir, batch, shuffle=True, num_threads=threads)
+
+    def of_batches() -> None:
+        for _ in range(batches):
+            images, labels = pipeline()
+            images.numpy()
+            labels.numpy()
+
+    mx_batches()  # warm-up (thread start, first decode)
+    of_batches()
+    mx_s = best_of(2, mx_batches)
+    of_s = best_of(2, of_batches)
+    return batch * batches / mx_s, batch * batches / of_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--classes", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2, help="decode threads (capped at cores - 1, as MXNet does)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="faceflow-bench-") as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        records = make_images(args.images, args.classes)
+        write_insightface_dataset(work / "rec", records, args.classes)
+        write_im2rec_copy(records, work / "im2rec")
+        rec_mb = (work / "rec" / "train.rec").stat().st_size / 1e6
+        print(f"data: {args.images} images, {args.classes} classes, {rec_mb:.1f} MB train.rec "
+              f"({time.perf_counter() - start:.1f} s to generate)")
+        copy_mbps, convert_mbps = bench_convert(work / "rec", work, args.repeats)
+        convert_rec(work / "rec", work / "of", 8, progress=False)
+        print(f"plain copy:   {copy_mbps:9.1f} MB/s")
+        print(f"convert rec:  {convert_mbps:9.1f} MB/s  ({args.images * convert_mbps / rec_mb:.0f} records/s)")
+        mx_rps, ff_rps = bench_readers(work / "rec", args.repeats)
+        print(f"read records: mxnet.recordio {mx_rps:.0f}/s, faceflow {ff_rps:.0f}/s")
+        # MXNet decodes with min(preprocess_threads, cores - 1) threads: give OneFlow the same number.
+        threads = min(args.threads, max((os.cpu_count() or 1) - 1, 1))
+        mx_ips, of_ips = bench_pipelines(work / "im2rec", work / "of", threads, args.batch, args.batches)
+        print(f"input pipeline ({threads} decode threads, batch {args.batch}): "
+              f"mx.io.ImageRecordIter {mx_ips:.0f} img/s, TrainPipeline {of_ips:.0f} img/s")
+    print(f"ratio convert/copy (goal >= 0.5): {convert_mbps / copy_mbps:.3f}")
+    print(f"ratio faceflow/mxnet record reader: {ff_rps / mx_rps:.3f}")
+    print(f"ratio TrainPipeline/ImageRecordIter (goal >= 1.0): {of_ips / mx_ips:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Dataset formats (MXNet RecordIO, verification .bin, OFRecord), converters and OneFlow input pipelines."""

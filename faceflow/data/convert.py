@@ -1,0 +1,130 @@
+"""Convert MXNet RecordIO datasets and verification `.bin` files to OFRecord part directories.
+
+One pass converts, optionally shuffles (seeded) and splits into N parts; the output directory
+appears only when complete. Bad input stops with a one-line error naming file and key/offset.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from faceflow.data.image_bytes import JPEG_EOI, JPEG_SOI, image_problem, image_size_of_bytes
+from faceflow.data.ofrecord import FramedRecordEncoder, PartsWriter
+from faceflow.data.recordio import RecordDataset
+from faceflow.data.verification_bin import read_bin
+from faceflow.errors import DataFormatError, FaceflowError
+
+META_NAME = "meta.json"
+_PROGRESS_CHUNK = 1024
+
+
+@dataclass
+class ConvertSummary:
+    """What a conversion wrote and how fast."""
+
+    records: int
+    classes: int
+    bytes: int
+    seconds: float
+    parts: int
+    skipped: int = 0
+    pairs: int = 0
+
+    def line(self) -> str:
+        """The closing summary line printed by `faceflow convert`."""
+        mbps = self.bytes / 1e6 / max(self.seconds, 1e-9)
+        skipped = f", {self.skipped} bad skipped" if self.skipped else ""
+        what = f"{self.pairs} pairs" if self.pairs else f"{self.classes} classes"
+        return (f"{self.records} records, {what}, {self.bytes} bytes in {self.parts} parts, "
+                f"{self.seconds:.2f} s, {mbps:.1f} MB/s{skipped}")
+
+
+def _check_parts(num_parts: int) -> None:
+    if num_parts < 1:
+        raise FaceflowError(f"--parts: must be at least 1, got {num_parts}")
+
+
+def _write_meta(out_dir: Path, summary: ConvertSummary, source: Path, kind: str,
+                image_size: tuple[int, int] | None) -> None:
+    meta = {"kind": kind, "source": str(source), "image_size": image_size, **asdict(summary)}
+    (out_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _first_image_size(dataset: RecordDataset) -> tuple[int, int] | None:
+    for _, _, image in dataset.labelled_images(dataset.image_keys[:1]):
+        return image_size_of_bytes(image)
+    return None
+
+
+def convert_rec(data_dir: str | Path, out_dir: str | Path, num_parts: int, *, shuffle: bool = False,
+                seed: int = 0, skip_bad: bool = False, progress: bool = True) -> ConvertSummary:
+    """Convert `DATA_DIR/train.{rec,idx}` (+ property) to `num_parts` OFRecord training parts."""
+    _check_parts(num_parts)
+    start = time.perf_counter()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    with RecordDataset(data_dir) as dataset:
+        num_classes = dataset.num_classes
+        keys = list(dataset.image_keys)
+        if shuffle:
+            keys = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+        labels_seen: set[int] = set()
+        skipped = 0
+        limit = num_classes if num_classes is not None else 1 << 31
+        class_source = dataset.data_dir / "property" if dataset.property else "the header's identity records"
+        encoder = FramedRecordEncoder("encoded", "label")
+        bar = tqdm(total=len(keys), unit="img", desc=f"convert {data_dir.name}", disable=not progress,
+                   mininterval=0.5)
+        with bar, PartsWriter(out_dir, num_parts) as writer:
+            for n, (key, label, image) in enumerate(dataset.labelled_images(keys, zero_copy=True), 1):
+                if n % _PROGRESS_CHUNK == 0:
+                    bar.update(_PROGRESS_CHUNK)
+                if not 0 <= label < limit:
+                    raise DataFormatError(f"{dataset.rec_path}: key {key}: label {label} outside [0, {num_classes}) "
+                                          f"(class count from {class_source})")
+                if image[:3] != JPEG_SOI or image[-2:] != JPEG_EOI:
+                    problem = image_problem(bytes(image))  # the full check, for other formats and padded JPEGs
+                    if problem is not None:
+                        if not skip_bad:
+                            raise DataFormatError(
+                                f"{dataset.rec_path}: key {key} at byte offset {dataset.index[key]}: {problem} "
+                                f"(--skip-bad skips such records)")
+                        skipped += 1
+                        continue
+                labels_seen.add(label)
+                writer.write_pieces(encoder.encode(image, label))
+            bar.update(len(keys) % _PROGRESS_CHUNK)
+            writer.flush()
+            summary = ConvertSummary(writer.records, num_classes or len(labels_seen), writer.bytes,
+                                     time.perf_counter() - start, num_parts, skipped)
+            image_size = dataset.property[1:] if dataset.property else _first_image_size(dataset)
+            _write_meta(writer.tmp_dir, summary, data_dir, "train", image_size)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def convert_bin(bin_file: str | Path, out_dir: str | Path, *, progress: bool = True) -> ConvertSummary:
+    """Convert a verification `.bin` to one OFRecord part of `encoded` + `issame` records, in order."""
+    start = time.perf_counter()
+    bin_file, out_dir = Path(bin_file), Path(out_dir)
+    images, issame = read_bin(bin_file)
+    bar = tqdm(total=len(images), unit="img", desc=f"convert {bin_file.name}", disable=not progress,
+               mininterval=0.5)
+    encoder = FramedRecordEncoder("encoded", "issame")
+    with bar, PartsWriter(out_dir, 1) as writer:
+        for i, image in enumerate(images):
+            problem = image_problem(image)
+            if problem is not None:
+                raise DataFormatError(f"{bin_file}: image {i} (pair {i // 2}): {problem}")
+            writer.write_pieces(encoder.encode(image, int(issame[i // 2])))
+            bar.update(1)
+        writer.flush()
+        summary = ConvertSummary(writer.records, 2, writer.bytes, time.perf_counter() - start, 1,
+                                 pairs=len(issame))
+        _write_meta(writer.tmp_dir, summary, bin_file, "verification", image_size_of_bytes(images[0]) if images else None)
+    summary.seconds = time.perf_counter() - start
+    return summary

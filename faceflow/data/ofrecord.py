@@ -1,0 +1,254 @@
+"""OFRecord part files as OneFlow's OFRecordReader reads them: `part-00000`, `part-00001`, ...
+
+Each part is a sequence of `int64 length` (native order) + serialized `OFRecord` protobuf. Training
+records hold `encoded` (the JPEG bytes, unchanged) and `label` (int32); validation records hold
+`encoded` and `issame` (int32, the pair flag repeated on both images of a pair).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from types import TracebackType
+from typing import Iterator
+
+import faceflow  # noqa: F401  (loads the libraries oneflow needs before its protobuf modules)
+from oneflow.core.record import record_pb2
+
+from faceflow.data.atomic import atomic_dir
+from faceflow.errors import DataFormatError
+
+PART_SUFFIX_LENGTH = 5
+PART_PREFIX = "part-"
+_LENGTH = struct.Struct("q")
+
+
+def part_name(index: int) -> str:
+    """File name of part `index` (`part-00000`), as OFRecordReader(part_name_suffix_length=5) expects."""
+    return f"{PART_PREFIX}{index:0{PART_SUFFIX_LENGTH}d}"
+
+
+def serialize_train_record(image: bytes, label: int) -> bytes:
+    """Serialized OFRecord with `encoded` = image bytes and `label` = int32 label."""
+    record = record_pb2.OFRecord()
+    record.feature["encoded"].bytes_list.value.append(image)
+    record.feature["label"].int32_list.value.append(label)
+    return record.SerializeToString(deterministic=True)
+
+
+def serialize_val_record(image: bytes, issame: bool) -> bytes:
+    """Serialized OFRecord with `encoded` = image bytes and `issame` = int32 pair flag."""
+    record = record_pb2.OFRecord()
+    record.feature["encoded"].bytes_list.value.append(image)
+    record.feature["issame"].int32_list.value.append(int(issame))
+    return record.SerializeToString(deterministic=True)
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (short forms unrolled: this runs per record)."""
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, (value >> 7) & 0x7F | 0x80, value >> 14))
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+class FramedRecordEncoder:
+    """Fast path for conversion: a length-prefixed OFRecord of one bytes and one int32 feature, as pieces.
+
+    Produces exactly `int64 length` + the `record_pb2` deterministic serialization (checked at
+    construction against the protobuf library) without building a message: the image bytes are
+    passed through untouched (they may be a memoryview into the source file) between a head and a
+    tail that are computed once per (length, value).
+    """
+
+    def __init__(self, bytes_name: str, int_name: str):
+        if not bytes_name < int_name:
+            raise ValueError("deterministic map order needs the bytes feature name to sort first")
+        self._bytes_key = _field(0x0A, bytes_name.encode())
+        self._int_key = _field(0x0A, int_name.encode())
+        self._names = (bytes_name, int_name)
+        self._heads: dict[tuple[int, int], bytes] = {}
+        self._tails: dict[int, bytes] = {}
+        sample = b"\xff\xd8" * 70
+        expected = record_pb2.OFRecord()
+        expected.feature[bytes_name].bytes_list.value.append(sample)
+        expected.feature[int_name].int32_list.value.append(300)
+        serialized = expected.SerializeToString(deterministic=True)
+        if b"".join(self.encode(sample, 300)) != _LENGTH.pack(len(serialized)) + serialized:
+            raise RuntimeError("FramedRecordEncoder disagrees with record_pb2 serialization")
+
+    def _tail(self, value: int) -> bytes:
+        if not 0 <= value < 1 << 31:
+            raise ValueError(f"{self._names[1]} {value} outside the non-negative int32 range")
+        int32_list = _field(0x0A, _varint(value))
+        tail = self._tails[value] = _field(0x0A, self._int_key + _field(0x12, _field(0x22, int32_list)))
+        return tail
+
+    def _head(self, length: int, tail_length: int) -> bytes:
+        v = _varint
+        l1 = 1 + len(v(length)) + length  # BytesList
+        l2 = 1 + len(v(l1)) + l1  # Feature
+        l3 = len(self._bytes_key) + 1 + len(v(l2)) + l2  # map entry
+        total = 1 + len(v(l3)) + l3 + tail_length
+        head = b"".join((_LENGTH.pack(total), b"\x0a", v(l3), self._bytes_key, b"\x12", v(l2), b"\x0a", v(l1),
+                         b"\x0a", v(length)))
+        self._heads[(length, tail_length)] = head
+        return head
+
+    def encode(self, data: bytes | memoryview, value: int) -> tuple[bytes, bytes | memoryview, bytes]:
+        """(head, data, tail) whose concatenation is the framed record of `data` and int32 `value`."""
+        tail = self._tails.get(value) or self._tail(value)
+        length = len(data)
+        head = self._heads.get((length, len(tail))) or self._head(length, len(tail))
+        return head, data, tail
+
+
+class PartsWriter:
+    """Write records round-robin over `num_parts` part files in a temporary directory.
+
+    Pieces are gathered per part and written with `os.writev` (no user-space copy of the image
+    bytes). On a clean exit the directory is renamed to `out_dir` (replacing it); on error it is removed.
+    """
+
+    _FLUSH_PIECES = 900  # below IOV_MAX (1024)
+
+    def __init__(self, out_dir: str | Path, num_parts: int):
+        if num_parts < 1:
+            raise ValueError(f"num_parts must be at least 1, got {num_parts}")
+        self.out_dir = Path(out_dir)
+        self.num_parts = num_parts
+        self.records = 0
+        self.bytes = 0
+        self._ctx = atomic_dir(self.out_dir)
+        self._fds: list[int] = []
+        self._pending: list[list[bytes | memoryview]] = []
+        self.tmp_dir = self.out_dir  # the temporary directory once entered (for side files)
+
+    def __enter__(self) -> "PartsWriter":
+        tmp = self.tmp_dir = self._ctx.__enter__()
+        for i in range(self.num_parts):
+            self._fds.append(os.open(tmp / part_name(i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+            self._pending.append([])
+        return self
+
+    def write(self, serialized: bytes) -> None:
+        """Append one serialized OFRecord to the next part."""
+        self.write_pieces((_LENGTH.pack(len(serialized)), serialized))
+
+    def write_pieces(self, pieces: tuple[bytes | memoryview, ...]) -> None:
+        """Append one record already framed as pieces (see FramedRecordEncoder) to the next part."""
+        part = self.records % self.num_parts
+        pending = self._pending[part]
+        pending.extend(pieces)
+        self.records += 1
+        if len(pending) >= self._FLUSH_PIECES:
+            self._flush(part)
+
+    def _flush(self, part: int) -> None:
+        pending = self._pending[part]
+        if not pending:
+            return
+        total = sum(len(p) for p in pending)
+        written = os.writev(self._fds[part], pending)
+        if written < total:
+            rest = memoryview(b"".join(pending))[written:]
+            while rest:
+                rest = rest[os.write(self._fds[part], rest):]
+        self.bytes += total
+        pending.clear()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        except BaseException as err:
+            exc_type, exc, tb = type(err), err, err.__traceback__
+            raise
+        finally:
+            for fd in self._fds:
+                os.close(fd)
+            for pending in self._pending:
+                pending.clear()
+            self._ctx.__exit__(exc_type, exc, tb)
+
+    def flush(self) -> None:
+        """Write every pending piece (so `bytes` counts everything written so far)."""
+        for part in range(self.num_parts):
+            self._flush(part)
+
+
+def part_files(data_dir: str | Path) -> list[Path]:
+    """The `part-NNNNN` files of an OFRecord directory, in order (error when there are none)."""
+    data_dir = Path(data_dir)
+    parts = sorted(p for p in data_dir.glob(f"{PART_PREFIX}*")
+                   if len(p.name) == len(PART_PREFIX) + PART_SUFFIX_LENGTH and p.name[len(PART_PREFIX):].isdigit())
+    if not parts:
+        raise DataFormatError(f"{data_dir}: no OFRecord parts named {part_name(0)}, {part_name(1)}, ...")
+    names = [p.name for p in parts]
+    expected = [part_name(i) for i in range(len(parts))]
+    if names != expected:
+        missing = sorted(set(expected) - set(names))
+        raise DataFormatError(f"{data_dir}: OFRecord parts are not numbered 0..{len(parts) - 1} (missing {missing[:3]})")
+    return parts
+
+
+def _feature_value(feature: record_pb2.Feature) -> object:
+    kind = feature.WhichOneof("kind")
+    if kind is None:
+        return None
+    values = list(getattr(feature, kind).value)
+    return values[0] if len(values) == 1 else values
+
+
+def read_part(path: str | Path) -> Iterator[dict[str, object]]:
+    """Decoded records of one part file; single-valued features are unwrapped (bytes, int, float)."""
+    path = Path(path)
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise DataFormatError(f"{path}: byte offset {pos}: truncated length field")
+        (length,) = _LENGTH.unpack_from(data, pos)
+        if length < 0 or pos + 8 + length > len(data):
+            raise DataFormatError(f"{path}: byte offset {pos}: record of {length} bytes runs past the end")
+        record = record_pb2.OFRecord()
+        try:
+            record.ParseFromString(data[pos + 8:pos + 8 + length])
+        except Exception:  # protobuf's DecodeError
+            raise DataFormatError(f"{path}: byte offset {pos}: not an OFRecord message") from None
+        yield {name: _feature_value(feature) for name, feature in record.feature.items()}
+        pos += 8 + length
+
+
+def read_records(data_dir: str | Path) -> Iterator[dict[str, object]]:
+    """Decoded records of every part of an OFRecord directory, part by part."""
+    for path in part_files(data_dir):
+        yield from read_part(path)
+
+
+def count_records(data_dir: str | Path) -> list[int]:
+    """Number of records in each part (reads only the length fields)."""
+    counts = []
+    for path in part_files(data_dir):
+        n, pos, size = 0, 0, path.stat().st_size
+        with open(path, "rb") as f:
+            while pos < size:
+                f.seek(pos)
+                (length,) = _LENGTH.unpack(f.read(8))
+                pos += 8 + length
+                n += 1
+        counts.append(n)
+    return counts

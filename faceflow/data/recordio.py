@@ -1,0 +1,464 @@
+"""MXNet indexed RecordIO (`train.rec`, `train.idx`, `property`): reader, writer and index rebuild.
+
+Own framing code, byte-identical to dmlc/mxnet.recordio (magic escaping into continuation parts
+included) but without importing mxnet and with mmap reads, which is what makes conversion fast.
+Both layouts are read: InsightFace (record 0 is a header with flag > 0) and im2rec (every key an image).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+
+from faceflow.data.atomic import atomic_file
+from faceflow.errors import DataFormatError
+
+MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+_FRAME = struct.Struct("<II")
+_IR = struct.Struct("IfQQ")
+_F32 = struct.Struct("f")
+_LEN_MASK = (1 << 29) - 1
+REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
+
+
+class IRHeader(NamedTuple):
+    """Image record header, as mxnet.recordio.IRHeader: label is a float or a float32 array when flag > 0."""
+
+    flag: int
+    label: float | np.ndarray
+    id: int
+    id2: int
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset: its idx key, integer identity label, full label and encoded bytes."""
+
+    key: int
+    label: int
+    raw_label: float | np.ndarray
+    image: bytes
+
+
+def pack_payload(header: IRHeader, image: bytes = b"") -> bytes:
+    """Serialize a record payload exactly as `mxnet.recordio.pack` does."""
+    label = header.label
+    if isinstance(label, (int, float, np.integer, np.floating)):
+        return _IR.pack(0, float(label), header.id, header.id2) + image
+    arr = np.asarray(label, dtype=np.float32).ravel()
+    return _IR.pack(arr.size, 0.0, header.id, header.id2) + arr.tobytes() + image
+
+
+def unpack_payload(payload: bytes) -> tuple[IRHeader, bytes]:
+    """Split a payload into its header and image bytes, exactly as `mxnet.recordio.unpack` does."""
+    if len(payload) < _IR.size:
+        raise ValueError(f"payload of {len(payload)} bytes is shorter than the {_IR.size}-byte IRHeader")
+    flag, label, id_, id2 = _IR.unpack_from(payload)
+    if flag > 0:
+        end = _IR.size + 4 * flag
+        if len(payload) < end:
+            raise ValueError(f"payload too short for {flag} float32 labels")
+        arr = np.frombuffer(payload, np.float32, flag, _IR.size)
+        return IRHeader(flag, arr, id_, id2), payload[end:]
+    return IRHeader(flag, label, id_, id2), payload[_IR.size:]
+
+
+def frame_record(payload: bytes) -> bytes:
+    """Frame one payload as dmlc RecordIOWriter does (aligned magic words split it into parts)."""
+    if len(payload) >= 1 << 29:
+        raise ValueError("RecordIO records must be shorter than 2^29 bytes")
+    out = []
+    start = 0
+    pos = payload.find(_MAGIC_BYTES)
+    while pos != -1:
+        if pos % 4 == 0:
+            cflag = 1 if start == 0 else 2
+            out.append(_FRAME.pack(MAGIC, (cflag << 29) | (pos - start)))
+            out.append(payload[start:pos])
+            start = pos + 4
+            pos = payload.find(_MAGIC_BYTES, start)
+        else:
+            pos = payload.find(_MAGIC_BYTES, pos + 1)
+    cflag = 3 if start else 0
+    rest = len(payload) - start
+    out.append(_FRAME.pack(MAGIC, (cflag << 29) | rest))
+    out.append(payload[start:])
+    out.append(b"\0" * (-len(payload) % 4))
+    return b"".join(out)
+
+
+class RecordFile:
+    """Random and sequential access to the records of one `.rec` file through mmap."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as err:
+            raise DataFormatError(f"{self.path}: cannot open: {err.strerror}") from None
+        self.size = os.fstat(self._file.fileno()).st_size
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
+
+    def close(self) -> None:
+        """Release the mapping and the file handle."""
+        if isinstance(self._mm, mmap.mmap):
+            try:
+                self._mm.close()
+            except BufferError:  # zero-copy views still alive: the mapping goes with the last of them
+                pass
+        self._file.close()
+
+    def __enter__(self) -> "RecordFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_at(self, offset: int, key: int | None = None) -> tuple[bytes, int]:
+        """Payload of the record framed at `offset` and the offset just past it (continuations joined)."""
+        where = f"key {key} at byte offset {offset}" if key is not None else f"byte offset {offset}"
+        mm, size = self._mm, self.size
+        if offset < 0 or offset + 8 > size:
+            raise DataFormatError(f"{self.path}: {where}: offset past the end of the file ({size} bytes)")
+        parts = []
+        pos = offset
+        while True:
+            if pos + 8 > size:
+                raise DataFormatError(f"{self.path}: {where}: truncated record (continuation header at byte {pos} past the end)")
+            magic, lrec = _FRAME.unpack_from(mm, pos)
+            if magic != MAGIC:
+                raise DataFormatError(f"{self.path}: {where}: wrong magic 0x{magic:08x} at byte {pos} (expected 0x{MAGIC:08x})")
+            cflag, length = lrec >> 29, lrec & _LEN_MASK
+            end = pos + 8 + length
+            if end > size:
+                raise DataFormatError(f"{self.path}: {where}: truncated record ({length} bytes announced, {size - pos - 8} left)")
+            if cflag == 0:
+                if not parts:
+                    return mm[pos + 8:end], end + (-length % 4)
+                parts.append(mm[pos + 8:end])
+                return _MAGIC_BYTES.join(parts), end + (-length % 4)
+            if (cflag == 1) != (not parts):
+                raise DataFormatError(f"{self.path}: {where}: bad continuation flag {cflag} at byte {pos}")
+            parts.append(mm[pos + 8:end])
+            pos = end + (-length % 4)
+            if cflag == 3:
+                return _MAGIC_BYTES.join(parts), pos
+
+    def scan(self) -> Iterator[tuple[int, bytes]]:
+        """Yield (offset, payload) of every record in file order."""
+        pos = 0
+        while pos < self.size:
+            payload, nxt = self.read_at(pos)
+            yield pos, payload
+            pos = nxt
+
+
+def read_index(idx_path: str | Path) -> dict[int, int]:
+    """Parse a `.idx` file (`key\\toffset` lines) into an ordered key -> offset dict."""
+    idx_path = Path(idx_path)
+    index: dict[int, int] = {}
+    try:
+        text = idx_path.read_text()
+    except FileNotFoundError:
+        raise DataFormatError(f"{idx_path}: index missing (rebuild it with `faceflow index {idx_path.parent}`)") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            key, offset = int(fields[0]), int(fields[1])
+        except (ValueError, IndexError):
+            raise DataFormatError(f"{idx_path}: line {lineno}: expected 'key<TAB>offset', got {line[:60]!r}") from None
+        index[key] = offset
+    return index
+
+
+def write_index(idx_path: str | Path, index: dict[int, int]) -> None:
+    """Write a `.idx` file atomically."""
+    with atomic_file(idx_path) as tmp:
+        tmp.write_text("".join(f"{k}\t{v}\n" for k, v in index.items()))
+
+
+def read_property(data_dir: str | Path) -> tuple[int, int, int] | None:
+    """`(num_classes, height, width)` from `data_dir/property`, or None when there is no property file."""
+    path = Path(data_dir) / PROPERTY_NAME
+    if not path.exists():
+        return None
+    first = path.read_text().strip().splitlines()[:1]
+    try:
+        values = [int(v) for v in first[0].split(",")]
+        num_classes, h, w = values[0], values[1], values[2]
+    except (ValueError, IndexError):
+        raise DataFormatError(f"{path}: line 1: expected 'num_classes,height,width', got {first[:1]!r}") from None
+    if num_classes < 1:
+        raise DataFormatError(f"{path}: line 1: num_classes must be at least 1, got {num_classes}")
+    return num_classes, h, w
+
+
+def write_property(data_dir: str | Path, num_classes: int, image_size: tuple[int, int]) -> None:
+    """Write `property` (`num_classes,h,w`) atomically."""
+    with atomic_file(Path(data_dir) / PROPERTY_NAME) as tmp:
+        tmp.write_text(f"{num_classes},{image_size[0]},{image_size[1]}\n")
+
+
+class RecordWriter:
+    """Append records to a `.rec`/`.idx` pair under temporary names; `commit()` renames both."""
+
+    def __init__(self, rec_path: str | Path, idx_path: str | Path):
+        self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
+        self.rec_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_rec = self.rec_path.with_name(f".{self.rec_path.name}.{os.getpid()}.tmp")
+        self._file = open(self._tmp_rec, "wb")
+        self._offset = 0
+        self.index: dict[int, int] = {}
+
+    def write(self, key: int, payload: bytes) -> None:
+        """Append one payload under `key`."""
+        framed = frame_record(payload)
+        self.index[key] = self._offset
+        self._file.write(framed)
+        self._offset += len(framed)
+
+    def rewrite_start(self, framed: bytes) -> None:
+        """Overwrite the first bytes of the `.rec` (a header of unchanged size), keeping the append position."""
+        self._file.seek(0)
+        self._file.write(framed)
+        self._file.seek(0, os.SEEK_END)
+
+    def commit(self) -> None:
+        """Close and rename the `.rec` into place, then write the `.idx`."""
+        self._file.close()
+        os.replace(self._tmp_rec, self.rec_path)
+        write_index(self.idx_path, self.index)
+
+    def abort(self) -> None:
+        """Close and remove the temporary `.rec`."""
+        self._file.close()
+        self._tmp_rec.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_insightface_dataset(
+    out_dir: str | Path,
+    records: Iterable[tuple[int, bytes]],
+    num_classes: int,
+    image_size: tuple[int, int] = (112, 112),
+) -> None:
+    """Write train.rec/train.idx/property in InsightFace layout from (label, JPEG bytes) sorted by label.
+
+    Keys: 0 = header (label = [first identity key, end]), 1..N images, then one [start, end) record per class.
+    """
+    out_dir = Path(out_dir)
+    with RecordWriter(out_dir / REC_NAME, out_dir / IDX_NAME) as writer:
+        placeholder = pack_payload(IRHeader(2, np.zeros(2, np.float32), 0, 0))
+        writer.write(0, placeholder)  # same size as the real header, rewritten once the counts are known
+        key = 1
+        ranges = np.zeros((num_classes, 2), dtype=np.int64)
+        previous = -1
+        for label, image in records:
+            label = int(label)
+            if label < previous:
+                raise ValueError(f"records must be sorted by label: label {label} after {previous}")
+            if not 0 <= label < num_classes:
+                raise ValueError(f"label {label} outside [0, {num_classes})")
+            while previous < label:
+                previous += 1
+                ranges[previous] = key
+            writer.write(key, pack_payload(IRHeader(0, float(label), key, 0), image))
+            ranges[label, 1] = key + 1
+            key += 1
+        while previous < num_classes - 1:
+            previous += 1
+            ranges[previous] = key
+        first_identity = key
+        for start, end in ranges:
+            writer.write(key, pack_payload(IRHeader(2, np.array([start, end], np.float32), key, 0)))
+            key += 1
+        header = frame_record(pack_payload(IRHeader(2, np.array([first_identity, key], np.float32), 0, 0)))
+        if len(header) != len(frame_record(placeholder)):
+            raise ValueError("header record changed size")
+        writer.rewrite_start(header)
+    write_property(out_dir, num_classes, image_size)
+
+
+def is_header_record(header: IRHeader, image: bytes) -> bool:
+    """True for an InsightFace header/identity record: array label [start, end) and no image."""
+    return header.flag >= 2 and not image
+
+
+class RecordDataset:
+    """An indexed RecordIO dataset directory (InsightFace or im2rec layout) read through its `.idx`."""
+
+    def __init__(self, data_dir: str | Path, rec_name: str = REC_NAME, idx_name: str = IDX_NAME):
+        self.data_dir = Path(data_dir)
+        self.rec_path, self.idx_path = self.data_dir / rec_name, self.data_dir / idx_name
+        if not self.rec_path.exists():
+            raise DataFormatError(f"{self.rec_path}: file not found")
+        self.index = read_index(self.idx_path)
+        self.property = read_property(self.data_dir)
+        self.rec = RecordFile(self.rec_path)
+        for key, offset in self.index.items():
+            if not 0 <= offset < self.rec.size:
+                self.rec.close()
+                raise DataFormatError(
+                    f"{self.idx_path}: key {key}: offset {offset} past the end of {self.rec_path.name} "
+                    f"({self.rec.size} bytes); rebuild with `faceflow index {self.data_dir}`")
+        self.header: IRHeader | None = None
+        self.image_keys = list(self.index)
+        self.identity_ranges: list[tuple[int, int]] | None = None
+        if 0 in self.index:
+            header, image = self.read(0)
+            if is_header_record(header, image):
+                self.header = header
+                first, end = int(header.label[0]), int(header.label[1])
+                self.image_keys = list(range(1, first))
+                self.identity_ranges = [self._identity_range(k) for k in range(first, end)]
+
+    def _identity_range(self, key: int) -> tuple[int, int]:
+        if key not in self.index:
+            raise DataFormatError(f"{self.idx_path}: key {key}: identity record listed by the header is missing")
+        header, _ = self.read(key)
+        if header.flag < 2:
+            raise DataFormatError(f"{self.rec_path}: key {key}: identity record has no [start, end) label")
+        return int(header.label[0]), int(header.label[1])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Class count from `property`, else from the header's identity records, else None."""
+        if self.property is not None:
+            return self.property[0]
+        return len(self.identity_ranges) if self.identity_ranges is not None else None
+
+    def read(self, key: int) -> tuple[IRHeader, bytes]:
+        """Header and image bytes of the record stored under `key`."""
+        if key not in self.index:
+            raise DataFormatError(f"{self.idx_path}: key {key}: not in the index")
+        payload, _ = self.rec.read_at(self.index[key], key)
+        try:
+            return unpack_payload(payload)
+        except ValueError as err:
+            raise DataFormatError(f"{self.rec_path}: key {key} at byte offset {self.index[key]}: {err}") from None
+
+    def labelled_images(self, keys: Iterable[int], zero_copy: bool = False
+                        ) -> Iterator[tuple[int, int, bytes | memoryview]]:
+        """(key, integer label, image) for `keys`: an unpacking fast path for single-part records.
+
+        Same results as `read` (continuations, short or malformed records go through it and its errors).
+        With `zero_copy`, single-part images are memoryviews into the file mapping instead of bytes.
+        """
+        mm, size, index = self.rec._mm, self.rec.size, self.index
+        view = memoryview(mm) if zero_copy and size else mm
+        frame, ir, first_float = _FRAME.unpack_from, _IR.unpack_from, _F32.unpack_from
+        for key in keys:
+            offset = index[key]
+            end = offset + 8
+            if end <= size:
+                magic, lrec = frame(mm, offset)
+                end += lrec
+            if end > size or magic != MAGIC or lrec >> 29 or lrec < _IR.size:
+                header, image = self.read(key)
+                yield key, int(header.label[0]) if header.flag > 0 else int(header.label), image
+                continue
+            flag, label, _, _ = ir(mm, offset + 8)
+            start = offset + 8 + _IR.size
+            if flag:
+                if start + 4 * flag > end:
+                    self.read(key)  # raises the malformed-payload error
+                label = first_float(mm, start)[0]
+                start += 4 * flag
+            yield key, int(label), view[start:end]
+
+    def __len__(self) -> int:
+        return len(self.image_keys)
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        """Image records in key order, with an integer label (label[0] for array labels)."""
+        for key in self.image_keys:
+            header, image = self.read(key)
+            raw = header.label
+            label = int(raw[0]) if header.flag > 0 else int(raw)
+            yield ImageRecord(key, label, raw, image)
+
+    def close(self) -> None:
+        """Close the underlying `.rec`."""
+        self.rec.close()
+
+    def __enter__(self) -> "RecordDataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scan_index(rec_path: str | Path) -> dict[int, int]:
+    """Build the key -> offset index of a `.rec` by scanning it.
+
+    InsightFace layout (first record is a header): keys are the record ordinals 0..N-1, as the layout
+    defines. im2rec layout: keys are each record's IRHeader id (im2rec writes id = key), or the
+    ordinals when those ids are not unique.
+    """
+    offsets: list[int] = []
+    ids: list[int] = []
+    insightface = False
+    with RecordFile(rec_path) as rec:
+        for offset, payload in rec.scan():
+            id_ = _IR.unpack_from(payload)[2] if len(payload) >= _IR.size else -1
+            if not offsets:
+                try:
+                    insightface = is_header_record(*unpack_payload(payload))
+                except ValueError:
+                    insightface = False
+            offsets.append(offset)
+            ids.append(id_)
+    if not insightface and len(set(ids)) == len(ids) and min(ids, default=0) >= 0:
+        return dict(zip(ids, offsets))
+    return dict(enumerate(offsets))
+
+
+def index_problem(data_dir: str | Path) -> str | None:
+    """Why `train.idx` does not match `train.rec` (missing, unparseable, offsets off a record start), or None."""
+    data_dir = Path(data_dir)
+    rec_path, idx_path = data_dir / REC_NAME, data_dir / IDX_NAME
+    if not idx_path.exists():
+        return "missing"
+    try:
+        index = read_index(idx_path)
+    except DataFormatError as err:
+        return str(err)
+    with RecordFile(rec_path) as rec:
+        last_end = 0
+        for key, offset in index.items():
+            try:
+                _, end = rec.read_at(offset, key)
+            except DataFormatError as err:
+                return str(err)
+            last_end = max(last_end, end)
+        if last_end != rec.size:
+            return f"records after byte {last_end} are not indexed ({rec.size} bytes)"
+    return None
+
+
+def rebuild_index(data_dir: str | Path, force: bool = False) -> tuple[bool, int]:
+    """Rewrite `train.idx` from a scan of `train.rec` when it is missing or stale; (rewritten, records)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / REC_NAME).exists():
+        raise DataFormatError(f"{data_dir / REC_NAME}: file not found")
+    if not force and index_problem(data_dir) is None:
+        return False, len(read_index(data_dir / IDX_NAME))
+    index = scan_index(data_dir / REC_NAME)
+    write_index(data_dir / IDX_NAME, index)
+    return True, len(index)

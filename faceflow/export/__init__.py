@@ -1,0 +1,1 @@
+"""Model exchange: ONNX and InsightFace-MXNet export of faceflow backbones, MXNet import, parity checks."""

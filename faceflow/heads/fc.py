@@ -1,0 +1,105 @@
+"""Full classification layer + margin softmax loss on global tensors: data parallel and model parallel.
+
+data_parallel: weight `[C, E]` broadcast, embeddings/labels split(0), logits split(0).
+model_parallel: weight `[world * ceil(C/world), E]` split(0) (rows past C are padding, masked out of the
+softmax), embeddings and labels broadcast, logits split(1); the softmax cross entropy is written with
+ordinary ops (row max, log-sum-exp, target logit by gather) so that it reduces across ranks through sbp.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
+import numpy as np
+import oneflow as flow
+from oneflow import nn
+
+from faceflow.heads.margins import Margins, margin_logits, margin_target
+
+PAD_LOGIT = -1.0e30  # added to padding classes: exp() underflows to exactly 0, so they get no gradient
+INIT_STD = 0.01
+
+
+def padded_rows(num_classes: int, world: int) -> int:
+    """Rows of a class weight split over `world` ranks: `world * ceil(C / world)` (equal shards)."""
+    return world * math.ceil(num_classes / world)
+
+
+def class_weight(rows: int, embedding_size: int, placement: flow.placement, sbp: flow.sbp.sbp) -> flow.Tensor:
+    """A global N(0, 0.01) class-weight tensor drawn directly in its sbp (each rank draws only its shard)."""
+    return flow.randn(rows, embedding_size, placement=placement, sbp=sbp) * INIT_STD
+
+
+def padding_logit_bias(num_classes: int, rows: int, placement: flow.placement) -> Optional[flow.Tensor]:
+    """`[rows]` split(0): 0 for real classes, PAD_LOGIT for padding rows; None when there is no padding."""
+    if rows == num_classes:
+        return None
+    bias = np.zeros(rows, dtype=np.float32)
+    bias[num_classes:] = PAD_LOGIT
+    return flow.tensor(bias, placement=placement, sbp=flow.sbp.broadcast).to_global(sbp=flow.sbp.split(0))
+
+
+def _row_max(logits: flow.Tensor, class_shards: int) -> flow.Tensor:
+    """Detached row max; for class-split logits reduce each shard first so only `[B, world]` is exchanged."""
+    logits = logits.detach()
+    if class_shards > 1:
+        batch, classes = logits.shape
+        per_shard = flow.amax(logits.reshape(batch, class_shards, classes // class_shards), dim=2)
+        return flow.amax(per_shard, dim=1)
+    return flow.amax(logits, dim=1)
+
+
+def margin_softmax_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: flow.Tensor,
+                        bias: Optional[flow.Tensor], margins: Optional[Margins],
+                        logit_bias: Optional[flow.Tensor] = None, class_shards: int = 1) -> flow.Tensor:
+    """Mean softmax cross entropy of (margin) logits `embeddings @ weight.T` for integer `labels`.
+
+    `margins=None` is the plain softmax (FC with `bias`); otherwise cosine logits with the combined margin.
+    `logit_bias` (per class) masks padding classes; `class_shards` > 1 when the classes are split(1) over ranks.
+    """
+    target_rows = flow.index_select(weight, 0, labels)
+    if margins is None:
+        logits = flow.matmul(embeddings, weight, transpose_b=True) + bias
+        target = (embeddings * target_rows).sum(dim=1) + flow.index_select(bias, 0, labels)
+    else:
+        x = nn.functional.normalize(embeddings, dim=1)
+        w = nn.functional.normalize(weight, dim=1)
+        logits = margin_logits(flow.matmul(x, w, transpose_b=True), labels, margins)
+        target = margin_target((x * nn.functional.normalize(target_rows, dim=1)).sum(dim=1), margins)
+    if logit_bias is not None:
+        logits = logits + logit_bias
+    row_max = _row_max(logits, class_shards)
+    log_sum_exp = flow.log(flow.exp(logits - row_max.unsqueeze(1)).sum(dim=1)) + row_max
+    return (log_sum_exp - target).mean()
+
+
+class FullyConnectedHead(nn.Module):
+    """FC + margin softmax loss over all classes; `model_parallel` splits the class rows over ranks."""
+
+    def __init__(self, num_classes: int, embedding_size: int, margins: Optional[Margins],
+                 placement: flow.placement, model_parallel: bool) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.margins = margins
+        self.placement = placement
+        self.model_parallel = model_parallel
+        world = len(placement.ranks) if model_parallel else 1
+        self.class_shards = world
+        rows = padded_rows(num_classes, world)
+        sbp = flow.sbp.split(0) if model_parallel else flow.sbp.broadcast
+        self.weight = nn.Parameter(class_weight(rows, embedding_size, placement, sbp))
+        if margins is None:
+            self.bias = nn.Parameter(flow.zeros(rows, placement=placement, sbp=sbp))
+        else:
+            self.bias = None
+        pad = padding_logit_bias(num_classes, rows, placement)
+        self.register_buffer("logit_bias", pad, persistent=False)
+
+    def forward(self, embeddings: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
+        """Scalar loss for global `embeddings` [B, E] and `labels` [B] (both split(0) over the batch)."""
+        if self.model_parallel:
+            embeddings = embeddings.to_global(sbp=flow.sbp.broadcast)
+            labels = labels.to_global(sbp=flow.sbp.broadcast)
+        return margin_softmax_loss(embeddings, labels, self.weight, self.bias, self.margins,
+                                   self.logit_bias, self.class_shards)

@@ -1,0 +1,86 @@
+"""Margin settings by loss name and the combined margin `s * (cos(m1*theta + m2) - m3)` on target logits.
+
+The margin is the true combined form for every (m1, m2, m3): unlike arcface_torch, m2 is kept when m3 > 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional
+
+import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
+import oneflow as flow
+
+from faceflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Combined margin parameters: target logit `s * (cos(m1*theta + m2) - m3)`, others `s * cos(theta)`."""
+
+    m1: float = 1.0
+    m2: float = 0.0
+    m3: float = 0.0
+    s: float = 64.0
+
+
+# softmax (plain FC with bias) has no margins; the others are the OneFlow port's settings (s = 64).
+LOSS_MARGINS: dict[str, Optional[Margins]] = {
+    "softmax": None,
+    "nsoftmax": Margins(1.0, 0.0, 0.0, 64.0),
+    "sphereface": Margins(1.5, 0.0, 0.0, 64.0),
+    "arcface": Margins(1.0, 0.5, 0.0, 64.0),
+    "cosface": Margins(1.0, 0.0, 0.4, 64.0),
+    "combined": Margins(1.0, 0.3, 0.2, 64.0),
+}
+
+
+def resolve_margins(loss: str, overrides: Optional[Mapping[str, Any]] = None) -> Optional[Margins]:
+    """The margins for `loss` with config `margins:` overrides applied; None for softmax."""
+    if loss not in LOSS_MARGINS:
+        raise ConfigError(f"loss: unknown loss {loss!r} (known: {', '.join(LOSS_MARGINS)})")
+    base = LOSS_MARGINS[loss]
+    if base is None:
+        if overrides:
+            raise ConfigError("margins: loss softmax takes no margins (set margins: null)")
+        return None
+    if not overrides:
+        return base
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"margins: expected null or a mapping of m1, m2, m3, s, got {overrides!r}")
+    unknown = set(overrides) - {"m1", "m2", "m3", "s"}
+    if unknown:
+        raise ConfigError(f"margins: unknown key(s) {', '.join(sorted(unknown))} (allowed: m1, m2, m3, s)")
+    try:
+        values = {key: float(value) for key, value in overrides.items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"margins: values must be numbers ({exc})") from exc
+    margins = replace(base, **values)
+    if margins.s <= 0:
+        raise ConfigError(f"margins.s: must be > 0, got {margins.s}")
+    if margins.m1 <= 0:
+        raise ConfigError(f"margins.m1: must be > 0, got {margins.m1}")
+    if loss == "sphereface" and margins.m1 <= 1.0:
+        raise ConfigError(f"margins.m1: sphereface needs a multiplicative margin m1 > 1, got {margins.m1}")
+    return margins
+
+
+def _is_plain_shift(margins: Margins) -> bool:
+    return margins.m1 == 1.0 and margins.m2 == 0.0
+
+
+def margin_target(cos_target: flow.Tensor, margins: Margins) -> flow.Tensor:
+    """`s * (cos(m1*acos(t) + m2) - m3)` for target cosines t (any shape, ordinary ops)."""
+    if _is_plain_shift(margins):
+        return (cos_target - margins.m3) * margins.s
+    eps = 1e-7
+    theta = flow.acos(flow.clamp(cos_target, -1.0 + eps, 1.0 - eps))
+    return (flow.cos(theta * margins.m1 + margins.m2) - margins.m3) * margins.s
+
+
+def margin_logits(cos: flow.Tensor, labels: flow.Tensor, margins: Margins) -> flow.Tensor:
+    """Scaled logits with the combined margin on each row's target column (works on split(1) global logits)."""
+    shifted = flow._C.combined_margin_loss(cos, labels, m1=margins.m1, m2=margins.m2, m3=margins.m3)
+    return shifted * margins.s
+
+
+__all__ = ["LOSS_MARGINS", "Margins", "margin_logits", "margin_target", "resolve_margins"]

@@ -1,0 +1,194 @@
+"""Partial FC (sample rate r): each step uses every positive class of the global batch plus random negatives.
+
+Layout: the class table `weight` `[world * n, E]` (n = ceil(C / world), rows past C are padding) is a
+split(0) BUFFER, not a parameter. The rows sampled for a step are copied into the split(0) Parameter
+`weight_activated` `[world * S, E]` (S sampled rows per rank, the same on every rank) and the loss is
+computed over them only; the next step (or `state_dict()`) writes the updated rows back into the table.
+So the optimizer never sees the unsampled rows: their gradient is exactly 0 and momentum and weight
+decay cannot move them. Momentum of the sampled rows lives in the optimizer's state for
+`weight_activated`; after `bind_optimizer(opt)` it is swapped per class through the table `weight_mom`
+(exact, like arcface_torch's first Partial FC; costs one more table) or, with `keep_momentum=False`,
+reset to zero for each new sample (no extra memory). Without `bind_optimizer` the momentum stays with
+the slot, i.e. it leaks between the classes that occupy a slot on consecutive steps.
+
+S = int(n * r), raised to min(n, global batch) when that is larger so that every positive always fits,
+and equal on all ranks so that the sampled weight is an evenly split global tensor. Sampling is done per
+rank with ordinary local tensor ops (CPU and CUDA); on CUDA OneFlow's fused
+`nn.DistributedPariticalFCSample` picks the classes instead. Copying rows between the table and
+`weight_activated` uses `Tensor.to_local()`, which nn.Graph does not support: Partial FC runs eagerly.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
+import numpy as np
+import oneflow as flow
+from oneflow import nn
+
+from faceflow.errors import FaceflowError
+from faceflow.heads.fc import class_weight, margin_softmax_loss, padded_rows, padding_logit_bias
+from faceflow.heads.margins import Margins
+
+
+def samples_per_rank(num_local: int, sample_rate: float, global_batch: Optional[int]) -> int:
+    """S: `int(num_local * rate)`, at least min(num_local, global_batch) so every positive fits, at least 1."""
+    count = int(num_local * sample_rate)
+    if global_batch:
+        count = max(count, min(num_local, global_batch))
+    return max(1, min(num_local, count))
+
+
+class PartialFC(nn.Module):
+    """Partial FC head: forward(embeddings, labels) -> loss over the sampled classes (eager mode)."""
+
+    def __init__(self, num_classes: int, embedding_size: int, margins: Optional[Margins],
+                 placement: flow.placement, sample_rate: float, global_batch: Optional[int] = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.margins = margins
+        self.placement = placement
+        self.world = len(placement.ranks)
+        self.rows = padded_rows(num_classes, self.world)
+        self.num_local = self.rows // self.world
+        self.num_sample = samples_per_rank(self.num_local, sample_rate, global_batch)
+        split0 = flow.sbp.split(0)
+        self.register_buffer("weight", class_weight(self.rows, embedding_size, placement, split0))
+        self.weight_activated = nn.Parameter(
+            flow.zeros(self.world * self.num_sample, embedding_size, placement=placement, sbp=split0))
+        if margins is None:
+            self.register_buffer("bias", flow.zeros(self.rows, placement=placement, sbp=split0))
+            self.bias_activated = nn.Parameter(
+                flow.zeros(self.world * self.num_sample, placement=placement, sbp=split0))
+        else:
+            self.bias = None
+            self.bias_activated = None
+        self.register_buffer("logit_bias", padding_logit_bias(num_classes, self.rows, placement),
+                             persistent=False)
+        self._index: Optional[flow.Tensor] = None  # this rank's sampled local rows, in weight_activated order
+        self._optimizer: Optional[flow.optim.Optimizer] = None
+        self._keep_momentum = True
+        self._fused_sampler = None
+        if placement.type == "cuda":
+            self._fused_sampler = nn.DistributedPariticalFCSample(self.world * self.num_sample)
+
+    # ----- optimizer momentum -------------------------------------------------------------------
+    def bind_optimizer(self, optimizer: flow.optim.Optimizer, keep_momentum: bool = True) -> None:
+        """Let the head swap the momentum of sampled rows in `optimizer`'s state (eager SGD)."""
+        self._optimizer = optimizer
+        self._keep_momentum = keep_momentum
+        if keep_momentum and not hasattr(self, "weight_mom"):
+            self.register_buffer("weight_mom", flow.zeros_like(self.weight))
+
+    def _momentum_slot(self, param: Optional[nn.Parameter]) -> Optional[flow.Tensor]:
+        if self._optimizer is None or param is None:
+            return None
+        for group in self._optimizer.param_groups:
+            if any(p is param for p in group.parameters) and group["momentum"] != 0.0:
+                state = self._optimizer._state.setdefault(param, {})
+                if "momentum_buf" not in state:
+                    state["momentum_buf"] = flow.zeros_like(param)
+                return state["momentum_buf"]
+        return None
+
+    # ----- table <-> activated rows ---------------------------------------------------------------
+    def _write_back(self) -> None:
+        """Copy the (optimizer-updated) sampled rows and their momentum back into the tables."""
+        if self._index is None:
+            return
+        with flow.no_grad():
+            self.weight.to_local()[self._index] = self.weight_activated.to_local()
+            if self.bias_activated is not None:
+                self.bias.to_local()[self._index] = self.bias_activated.to_local()
+            slot = self._momentum_slot(self.weight_activated)
+            if slot is not None and self._keep_momentum:
+                self.weight_mom.to_local()[self._index] = slot.to_local()
+
+    def _load_rows(self, index: flow.Tensor) -> None:
+        """Copy the table rows `index` (local) into the activated parameter (and their momentum)."""
+        with flow.no_grad():
+            self.weight_activated.to_local().copy_(self.weight.to_local()[index])
+            if self.bias_activated is not None:
+                self.bias_activated.to_local().copy_(self.bias.to_local()[index])
+            slot = self._momentum_slot(self.weight_activated)
+            if slot is not None:
+                if self._keep_momentum:
+                    slot.to_local().copy_(self.weight_mom.to_local()[index])
+                else:
+                    slot.to_local().zero_()
+            bias_slot = self._momentum_slot(self.bias_activated)
+            if bias_slot is not None:
+                bias_slot.to_local().zero_()
+        self._index = index
+
+    # ----- sampling -------------------------------------------------------------------------------
+    def _sample(self, labels: flow.Tensor) -> tuple[flow.Tensor, flow.Tensor]:
+        """(this rank's sampled local rows [S], remapped global labels [B] broadcast) for broadcast labels."""
+        if self._fused_sampler is not None:
+            mapped, sampled, _ = self._fused_sampler(self.weight, labels)
+            start = flow.env.get_rank() * self.num_local
+            index = sampled.to_global(sbp=flow.sbp.split(0)).to_local() - start
+            return index, mapped.to_global(sbp=flow.sbp.broadcast)
+        rank = flow.env.get_rank()
+        start = rank * self.num_local
+        labels_local = labels.to_local()
+        device = labels_local.device
+        in_range = (labels_local >= start) & (labels_local < start + self.num_local)
+        local_labels = flow.where(in_range, labels_local - start, flow.zeros_like(labels_local))
+        positives = local_labels[in_range]
+        score = flow.rand(self.num_local, device=device)
+        valid = self.num_classes - start
+        if valid < self.num_local:
+            score[max(valid, 0):] = -1.0  # padding rows only when nothing else is left
+        if positives.numel() > 0:
+            score[positives] = 2.0
+        if positives.numel() > 0 and int(flow.unique(positives).numel()) > self.num_sample:
+            raise FaceflowError(f"partial_fc: {int(flow.unique(positives).numel())} positive classes on rank "
+                                f"{rank} exceed the {self.num_sample} sampled rows; raise sample_rate")
+        index = flow.sort(flow.topk(score, self.num_sample).indices).values
+        position = flow.zeros(self.num_local, dtype=flow.int64, device=device)
+        position[index] = flow.arange(self.num_sample, dtype=flow.int64, device=device) + rank * self.num_sample
+        mapped_local = flow.where(in_range, position[local_labels], flow.zeros_like(position[local_labels]))
+        mapped = mapped_local.to_global(placement=self.placement, sbp=flow.sbp.partial_sum)
+        return index, mapped.to_global(sbp=flow.sbp.broadcast)
+
+    def _sampled_logit_bias(self, index: flow.Tensor) -> Optional[flow.Tensor]:
+        if self.logit_bias is None:
+            return None
+        local = self.logit_bias.to_local()[index]
+        return local.to_global(placement=self.placement, sbp=flow.sbp.split(0))
+
+    @property
+    def sampled_classes(self) -> np.ndarray:
+        """Global class ids used by the last training step, in `weight_activated` row order."""
+        if self._index is None:
+            return np.zeros(0, dtype=np.int64)
+        ids = self._index + flow.env.get_rank() * self.num_local
+        ids = ids.to_global(placement=self.placement, sbp=flow.sbp.split(0))
+        return ids.to_global(sbp=flow.sbp.broadcast).to_local().numpy()
+
+    # ----- forward ---------------------------------------------------------------------------------
+    def forward(self, embeddings: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
+        """Scalar loss over the sampled classes (training) or over all classes (eval, no update)."""
+        embeddings = embeddings.to_global(sbp=flow.sbp.broadcast)
+        labels = labels.to_global(sbp=flow.sbp.broadcast)
+        self._write_back()
+        if not self.training:
+            return margin_softmax_loss(embeddings, labels, self.weight, self.bias, self.margins,
+                                       self.logit_bias, self.world)
+        index, mapped = self._sample(labels)
+        self._load_rows(index)
+        return margin_softmax_loss(embeddings, mapped, self.weight_activated, self.bias_activated,
+                                   self.margins, self._sampled_logit_bias(index), self.world)
+
+    # ----- checkpoints -----------------------------------------------------------------------------
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: ANN001
+        self._write_back()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._index = None
+
+
+__all__ = ["PartialFC", "samples_per_rank"]

@@ -1,0 +1,124 @@
+"""MobileFaceNet (`mbf`, InsightFace `fmobilefacenet.py` with the GDC output head).
+
+Module names mirror the MXNet symbol so a state-dict key maps 1:1 to the MXNet parameter name:
+replace '.' by '_', then for BatchNorm `weight/bias/running_mean/running_var` ->
+`gamma/beta/moving_mean/moving_var`, for PReLU `weight` -> `gamma`. Examples:
+`conv_1.conv2d.weight` -> `conv_1_conv2d_weight`, `conv_1.batchnorm.weight` -> `conv_1_batchnorm_gamma`,
+`conv_1.relu.weight` -> `conv_1_relu_gamma`, `res_3.block0.conv_sep.conv2d.weight` ->
+`res_3_block0_conv_sep_conv2d_weight`, `dconv_23.conv_proj.batchnorm.running_var` ->
+`dconv_23_conv_proj_batchnorm_moving_var`, `conv_6dw7_7.conv2d.weight`, `pre_fc1.weight`, `fc1.*`.
+Knobs: `blocks` (InsightFace `net_blocks`, default (1, 4, 6, 2); blocks[0] > 1 turns `conv_2_dw` into
+residual stage `res_2`) and `width_mult` (scales every channel count, rounded to a multiple of 8;
+1.0 is the standard network). `fc1` is a fix_gamma BatchNorm (weight fixed at 1).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
+import oneflow as flow
+from oneflow import nn
+
+from faceflow.errors import ConfigError
+from faceflow.models.registry import register_model
+
+CONV_BN_EPS = 1e-3  # MXNet BatchNorm default, used by fmobilefacenet's Conv/Linear units
+FC_BN_EPS = 2e-5
+BN_MOMENTUM = 0.1  # OneFlow/PyTorch convention; equals MXNet momentum 0.9
+STANDARD_BLOCKS = (1, 4, 6, 2)
+
+
+class ConvUnit(nn.Module):
+    """InsightFace `Conv`/`Linear` unit: conv (no bias) + BN, followed by PReLU unless linear."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1,
+                 padding: int = 0, groups: int = 1, linear: bool = False) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding,
+                                groups=groups, bias=False)
+        self.batchnorm = nn.BatchNorm2d(out_channels, eps=CONV_BN_EPS, momentum=BN_MOMENTUM)
+        self.relu = None if linear else nn.PReLU(out_channels)
+
+    def forward(self, x: flow.Tensor) -> flow.Tensor:
+        x = self.batchnorm(self.conv2d(x))
+        return x if self.relu is None else self.relu(x)
+
+
+class DResidual(nn.Module):
+    """Depthwise-separable bottleneck: 1x1 expand (PReLU), 3x3 depthwise (stride, PReLU), 1x1 linear projection."""
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int, stride: int) -> None:
+        super().__init__()
+        self.conv_sep = ConvUnit(in_channels, groups)
+        self.conv_dw = ConvUnit(groups, groups, kernel=3, stride=stride, padding=1, groups=groups)
+        self.conv_proj = ConvUnit(groups, out_channels, linear=True)
+
+    def forward(self, x: flow.Tensor) -> flow.Tensor:
+        return self.conv_proj(self.conv_dw(self.conv_sep(x)))
+
+
+class Residual(nn.Module):
+    """`num_block` stride-1 DResidual units with identity shortcuts (children block0, block1, ...)."""
+
+    def __init__(self, num_block: int, channels: int, groups: int) -> None:
+        super().__init__()
+        self.block_names = [f"block{i}" for i in range(num_block)]
+        for name in self.block_names:
+            self.add_module(name, DResidual(channels, channels, groups, stride=1))
+
+    def forward(self, x: flow.Tensor) -> flow.Tensor:
+        for name in self.block_names:
+            x = x + getattr(self, name)(x)
+        return x
+
+
+def _scaled(channels: int, width_mult: float) -> int:
+    return max(8, int(round(channels * width_mult / 8.0)) * 8)
+
+
+class MobileFaceNet(nn.Module):
+    """MobileFaceNet with the GDC head (7x7 depthwise linear conv, FC, BN1d)."""
+
+    def __init__(self, embedding_size: int = 128, blocks: Sequence[int] = STANDARD_BLOCKS,
+                 width_mult: float = 1.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        blocks = tuple(int(b) for b in blocks)
+        if len(blocks) != 4 or min(blocks) < 1:
+            raise ConfigError(f"blocks: expected 4 positive integers, got {list(blocks)}")
+        if not width_mult > 0:
+            raise ConfigError(f"width_mult: must be > 0, got {width_mult}")
+        c64, c128, c256, c512 = (_scaled(c, width_mult) for c in (64, 128, 256, 512))
+        self.conv_1 = ConvUnit(3, c64, kernel=3, stride=2, padding=1)
+        if blocks[0] == 1:
+            self.conv_2_dw = ConvUnit(c64, c64, kernel=3, padding=1, groups=c64)
+        else:
+            self.res_2 = Residual(blocks[0], c64, c64)
+        self.dconv_23 = DResidual(c64, c64, c128, stride=2)
+        self.res_3 = Residual(blocks[1], c64, c128)
+        self.dconv_34 = DResidual(c64, c128, c256, stride=2)
+        self.res_4 = Residual(blocks[2], c128, c256)
+        self.dconv_45 = DResidual(c128, c128, c512, stride=2)
+        self.res_5 = Residual(blocks[3], c128, c256)
+        self.conv_6sep = ConvUnit(c128, c512)
+        self.conv_6dw7_7 = ConvUnit(c512, c512, kernel=7, groups=c512, linear=True)
+        self.dropout = nn.Dropout(p=dropout)
+        self.pre_fc1 = nn.Linear(c512, embedding_size)
+        self.fc1 = nn.BatchNorm1d(embedding_size, eps=FC_BN_EPS, momentum=BN_MOMENTUM)
+        nn.init.ones_(self.fc1.weight)
+        self.fc1.weight.requires_grad = False
+        self._stem2 = "conv_2_dw" if blocks[0] == 1 else "res_2"
+
+    def forward(self, x: flow.Tensor) -> flow.Tensor:
+        x = getattr(self, self._stem2)(self.conv_1(x))
+        x = self.res_3(self.dconv_23(x))
+        x = self.res_4(self.dconv_34(x))
+        x = self.res_5(self.dconv_45(x))
+        x = self.conv_6dw7_7(self.conv_6sep(x))
+        return self.fc1(self.pre_fc1(self.dropout(flow.flatten(x, 1))))
+
+
+@register_model("mbf")
+def mbf(embedding_size: int = 512, blocks: Sequence[int] = STANDARD_BLOCKS, width_mult: float = 1.0,
+        dropout: float = 0.0) -> MobileFaceNet:
+    """MobileFaceNet; `build_backbone('mbf', 128)` is the common face-recognition setting."""
+    return MobileFaceNet(embedding_size, blocks=blocks, width_mult=width_mult, dropout=dropout)

@@ -1,0 +1,1 @@
+"""The workflow report: accuracy.csv, report.md (the seed's table) and a self-contained report.html."""

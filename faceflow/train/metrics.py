@@ -1,0 +1,103 @@
+"""Training log output: the InsightFace-style console lines, OUT/train.log and OUT/metrics.jsonl.
+
+Only rank 0 writes. On resume, metrics.jsonl entries newer than the checkpoint are dropped so the
+file describes one consistent run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def speed_line(samples_per_sec: float, loss: float, lr: float, epoch: int, step: int, hours_left: float) -> str:
+    """`Speed ... samples/sec  Loss ...  LearningRate ...  Epoch: ...  Global Step: ...  Required: ... hours`."""
+    return (f"Speed {samples_per_sec:.2f} samples/sec  Loss {loss:.4f}  LearningRate {lr:.6f}  "
+            f"Epoch: {epoch}  Global Step: {step}  Required: {hours_left:1.0f} hours")
+
+
+def validation_lines(bench: str, step: int, xnorm: float, accuracy: float, std: float, highest: float) -> list[str]:
+    """`[lfw][12000]XNorm: 22.41`, `[lfw][12000]Accuracy-Flip: 0.99717+-0.00280`, `...Accuracy-Highest: ...`."""
+    return [f"[{bench}][{step}]XNorm: {xnorm:.2f}",
+            f"[{bench}][{step}]Accuracy-Flip: {accuracy:.5f}+-{std:.5f}",
+            f"[{bench}][{step}]Accuracy-Highest: {highest:.5f}"]
+
+
+class TrainLog:
+    """Writes messages to stdout + OUT/train.log and records to OUT/metrics.jsonl (rank 0 only)."""
+
+    def __init__(self, out_dir: str | os.PathLike, is_writer: bool) -> None:
+        self.out_dir = Path(out_dir)
+        self.is_writer = is_writer
+        self.log_path = self.out_dir / "train.log"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metrics.jsonl records with step > `step` (left by a run killed after its last checkpoint)."""
+        if not self.is_writer or not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if int(record.get("step", 0)) <= step:
+                kept.append(line)
+        tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept))
+        os.replace(tmp, self.metrics_path)
+
+    def message(self, text: str) -> None:
+        """Print one line and append it (time-stamped) to train.log."""
+        if not self.is_writer:
+            return
+        print(text, flush=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.log_path, "a") as handle:
+            handle.write(f"{stamp} {text}\n")
+
+    def error(self, text: str) -> None:
+        """Like message, but to stderr (training stopped)."""
+        if not self.is_writer:
+            return
+        print(text, file=sys.stderr, flush=True)
+        with open(self.log_path, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append one JSON object to metrics.jsonl (non-finite floats written as strings)."""
+        if not self.is_writer:
+            return
+        clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in entry.items()}
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(clean) + "\n")
+
+
+class SpeedMeter:
+    """Samples/s over all ranks and mean loss since the last log line."""
+
+    def __init__(self, global_batch: int) -> None:
+        self.global_batch = global_batch
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new logging interval."""
+        self.start = time.time()
+        self.steps = 0
+        self.loss_sum = 0.0
+
+    def update(self, loss: float) -> None:
+        """Account one optimizer step with its loss."""
+        self.steps += 1
+        self.loss_sum += loss
+
+    def read(self) -> tuple[float, float, float]:
+        """(samples/s, mean loss, seconds per step) of the interval."""
+        elapsed = max(time.time() - self.start, 1e-9)
+        steps = max(self.steps, 1)
+        return self.global_batch * self.steps / elapsed, self.loss_sum / steps, elapsed / steps

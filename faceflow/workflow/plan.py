@@ -1,0 +1,237 @@
+"""Turn the validated workflow config into a run plan: datasets, OFRecord parts, runs, checkpoints.
+
+Everything the Snakemake rules need to know before any job runs (which checkpoints a run will
+write, how many OFRecord parts a dataset gets, the `faceflow train --set` arguments) is decided
+here, from the config alone.
+"""
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from faceflow.errors import ConfigError
+from faceflow.train.config import load_config as load_training_config
+from faceflow.train.config import total_steps as total_training_steps
+
+BENCHMARKS = ("lfw", "cfp_fp", "agedb_30")
+
+# run key -> training-config key (`faceflow train --set KEY=VALUE`); the rest are workflow-only
+_RUN_TO_TRAIN = {
+    "network": "network", "embedding_size": "embedding_size", "dropout": "dropout",
+    "loss": "loss", "margins": "margins", "fc_mode": "fc_mode", "sample_rate": "sample_rate",
+    "batch_size": "batch_size", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
+    "lr_schedule": "lr_schedule", "warmup_steps": "warmup_steps", "lr_steps": "lr_steps",
+    "scales": "scales", "power": "power", "clip_grad_norm": "clip_grad_norm",
+    "checkpoint_every": "checkpoint_every", "graph": "graph", "fp16": "fp16", "device": "device",
+    "seed": "seed", "log_every": "log_every", "threads": "num_threads",
+}
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """Where a dataset comes from and how its OFRecord copy is split."""
+
+    name: str
+    source: str  # synthetic | url | path
+    settings: dict[str, Any]
+    num_classes: int | None
+    num_images: int | None
+    benchmarks: tuple[str, ...]
+    parts: int
+    shuffle_seed: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One training run: its merged training config and the checkpoints it will write."""
+
+    name: str
+    dataset: str
+    base: str
+    train_config: dict[str, Any]
+    overrides: dict[str, Any]
+    gpus: int
+    threads: int
+    device: str
+    max_steps: int
+    checkpoint_steps: tuple[int, ...]
+
+    @property
+    def world_size(self) -> int:
+        """Processes taking part in training (one per GPU, or CPU processes)."""
+        return self.gpus
+
+    @property
+    def gpu_resource(self) -> int:
+        """GPUs the train job asks the scheduler for (0 on CPU)."""
+        return self.gpus if self.device == "cuda" else 0
+
+    def set_arguments(self, train_data: str) -> list[str]:
+        """`--set KEY=VALUE` pairs for `faceflow train` (values in YAML flow syntax)."""
+        values = dict(self.overrides)
+        values["train_data"] = train_data
+        args: list[str] = []
+        for key, value in values.items():
+            args += ["--set", f"{key}={_flow_yaml(value)}"]
+        return args
+
+    def set_argument_string(self, train_data: str) -> str:
+        """`set_arguments` quoted for a shell command line."""
+        return " ".join(shlex.quote(arg) for arg in self.set_arguments(train_data))
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """Datasets, runs, validation and export settings of one workflow config."""
+
+    datasets: dict[str, DatasetPlan]
+    runs: dict[str, RunPlan]
+    benchmarks: tuple[str, ...]
+    val_batch_size: int
+    export_formats: tuple[str, ...]
+    export_checkpoint: str
+    config: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def used_datasets(self) -> list[str]:
+        """Datasets at least one run trains on (the only ones the workflow builds)."""
+        return sorted({run.dataset for run in self.runs.values()})
+
+    def validation_steps(self, run: str) -> list[str]:
+        """Zero-padded checkpoint steps of a run (the `{step}` wildcard values)."""
+        return [f"{step:06d}" for step in self.runs[run].checkpoint_steps]
+
+    def export_bench(self) -> str | None:
+        """The benchmark `best:<bench>` selects on, or None for `last`."""
+        return self.export_checkpoint.split(":", 1)[1] if self.export_checkpoint.startswith("best:") else None
+
+
+def dataset_size(name: str, entry: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(num_classes, num_images) of a dataset entry; synthetic sizes follow from its settings."""
+    if "synthetic" in entry:
+        synth = entry["synthetic"]
+        return int(synth["classes"]), int(synth["classes"]) * int(synth["per_class"])
+    return entry.get("num_classes"), entry.get("num_images")
+
+
+def expected_checkpoint_steps(max_steps: int, checkpoint_every: int) -> tuple[int, ...]:
+    """Steps at which training writes a checkpoint: every `checkpoint_every` steps and the last step."""
+    steps = list(range(checkpoint_every, max_steps + 1, checkpoint_every))
+    if not steps or steps[-1] != max_steps:
+        steps.append(max_steps)
+    return tuple(steps)
+
+
+def steps_for_epochs(epochs: int, num_images: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps of `epochs` passes over the data (as `faceflow train` counts them)."""
+    return max(1, math.ceil(epochs * num_images / (batch_size * world_size)))
+
+
+def ofrecord_parts(world_sizes: list[int], requested: int | None, key: str) -> int:
+    """Parts count: a multiple of every world size reading the dataset (their lcm unless `parts` is set)."""
+    need = math.lcm(*world_sizes) if world_sizes else 1
+    if requested is None:
+        return need
+    if requested % need:
+        raise ConfigError(f"{key}: {requested} parts is not a multiple of {need} (world sizes {sorted(set(world_sizes))})")
+    return requested
+
+
+def _training_config(key: str, base: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The base training config with the run's overrides, checked by `faceflow train`'s own rules."""
+    sets = [f"{k}={_flow_yaml(v)}" for k, v in overrides.items()]
+    try:
+        return load_training_config(base, sets)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _flow_yaml(value: Any) -> str:
+    """A value as one line of YAML flow syntax (what `--set key=value` parses)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunPlan:
+    key = f"runs.{name}"
+    overrides: dict[str, Any] = {
+        train_key: entry[run_key] for run_key, train_key in _RUN_TO_TRAIN.items() if run_key in entry
+    }
+    num_classes, num_images = dataset_size(entry["dataset"], dataset)
+    for count_key, value in (("num_classes", num_classes), ("num_images", num_images)):
+        if value is None:
+            raise ConfigError(f"datasets.{entry['dataset']}.{count_key}: required by {key} (see config/README.md)")
+        overrides[count_key] = value
+    gpus = int(entry["gpus"])
+    if "steps" in entry:
+        overrides.update(max_steps=int(entry["steps"]), epochs=None)
+    elif "epochs" in entry:
+        overrides.update(max_steps=None, epochs=int(entry["epochs"]))
+    overrides["validate_every"] = 0
+    merged = _training_config(key, entry["base"], overrides)
+    max_steps = total_training_steps(merged, gpus)
+    overrides.update(max_steps=max_steps, epochs=None)
+    return RunPlan(
+        name=name,
+        dataset=entry["dataset"],
+        base=entry["base"],
+        train_config={**merged, **overrides},
+        overrides=overrides,
+        gpus=gpus,
+        threads=int(entry["threads"]),
+        device=str(merged["device"]),
+        max_steps=max_steps,
+        checkpoint_steps=expected_checkpoint_steps(max_steps, int(merged["checkpoint_every"])),
+    )
+
+
+def build_plan(config: dict[str, Any]) -> WorkflowPlan:
+    """The plan of a validated, default-filled workflow config; ConfigError naming the key on conflicts."""
+    datasets_cfg, runs_cfg = config["datasets"], config["runs"]
+    benchmarks = tuple(config["validation"]["benchmarks"])
+    runs: dict[str, RunPlan] = {}
+    for name, entry in runs_cfg.items():
+        if entry["dataset"] not in datasets_cfg:
+            raise ConfigError(
+                f"runs.{name}.dataset: unknown dataset {entry['dataset']!r} (datasets: {', '.join(datasets_cfg)})"
+            )
+        runs[name] = _plan_run(name, entry, datasets_cfg[entry["dataset"]])
+    datasets: dict[str, DatasetPlan] = {}
+    for name, entry in datasets_cfg.items():
+        users = [run for run in runs.values() if run.dataset == name]
+        shipped = tuple(entry["benchmarks"])
+        missing = [bench for bench in benchmarks if bench not in shipped]
+        if users and missing:
+            raise ConfigError(
+                f"validation.benchmarks: {', '.join(missing)} not in datasets.{name}.benchmarks "
+                f"(used by run {users[0].name})"
+            )
+        source = next(kind for kind in ("synthetic", "url", "path") if kind in entry)
+        num_classes, num_images = dataset_size(name, entry)
+        datasets[name] = DatasetPlan(
+            name=name,
+            source=source,
+            settings=entry,
+            num_classes=num_classes,
+            num_images=num_images,
+            benchmarks=shipped,
+            parts=ofrecord_parts([run.world_size for run in users], entry.get("parts"), f"datasets.{name}.parts"),
+            shuffle_seed=int(entry["shuffle_seed"]),
+        )
+    export = config.get("export", {})
+    plan = WorkflowPlan(
+        datasets=datasets,
+        runs=runs,
+        benchmarks=benchmarks,
+        val_batch_size=int(config["validation"]["batch_size"]),
+        export_formats=tuple(export.get("formats", ("onnx", "mxnet"))),
+        export_checkpoint=str(export.get("checkpoint", "last")),
+        config=config,
+    )
+    bench = plan.export_bench()
+    if bench is not None and bench not in benchmarks:
+        raise ConfigError(f"export.checkpoint: best:{bench} needs {bench} in validation.benchmarks")
+    return plan

@@ -1,0 +1,118 @@
+"""The workflow's DAG, lint, config errors at start, and the dataset rules (download, link)."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faceflow.workflow.config_check import validate_config
+from faceflow.workflow.plan import build_plan
+from workflow_helpers import REPO, copy_workflow, job_counts, snakemake
+
+DATA = {"train.rec": b"r" * 4000, "train.idx": b"0\t0\n", "property": b"2,112,112\n",
+        "lfw.bin": b"l", "cfp_fp.bin": b"c", "agedb_30.bin": b"a"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+def _default_plan():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return build_plan(validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_dry_run_builds_the_dag(workdir: Path) -> None:
+    result = snakemake(workdir, "-n", "all")
+    assert result.returncode == 0, result.stdout
+    plan = _default_plan()
+    counts = job_counts(result.stdout)
+    checkpoints = sum(len(run.checkpoint_steps) for run in plan.runs.values())
+    assert counts["train"] == len(plan.runs) == 2
+    assert counts["validate_checkpoint"] == checkpoints * len(plan.benchmarks)
+    assert counts["export_model"] == 2 and counts["make_report"] == 1
+    assert counts["convert_bin"] == 3 and counts["convert_train"] == 1 and counts["synth_synthetic"] == 1
+    assert "faceflow train demo" in result.stdout and "--nproc-per-node 1" in result.stdout
+
+
+def test_lint_is_clean(workdir: Path) -> None:
+    result = snakemake(workdir, "--lint")
+    assert result.returncode == 0, result.stdout
+    assert "Congratulations" in result.stdout
+
+
+def test_config_error_stops_the_workflow_naming_the_key(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "wf")
+    config_file = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["runs"]["demo_cosface"]["los"] = "cosface"
+    config_file.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "all")
+    assert result.returncode != 0
+    assert "runs.demo_cosface.los: unknown key" in result.stdout
+    config["runs"]["demo_cosface"].pop("los")
+    config["validation"]["batch_size"] = -3
+    config_file.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "all")
+    assert result.returncode != 0 and "validation.batch_size" in result.stdout
+
+
+def _config_with(workdir: Path, name: str, entry: dict) -> None:
+    base = workdir / "base.yaml"
+    base.write_text(yaml.safe_dump({"network": "mbf", "batch_size": 8, "max_steps": 4, "checkpoint_every": 2}))
+    config = {
+        "datasets": {name: {**entry, "num_classes": 2, "num_images": 10}},
+        "runs": {"r": {"dataset": name, "base": str(base), "device": "cpu"}},
+        "validation": {"benchmarks": ["lfw"]},
+        "export": {},
+    }
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def _archive(path: Path) -> Path:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for file, data in DATA.items():
+            bundle.writestr(f"faces_emore/{file}", data)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_download_rule_fetches_and_unpacks(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "wf")
+    _config_with(workdir, "emore", {"url": _archive(tmp_path / "faces_emore.zip").as_uri()})
+    result = snakemake(workdir, "--cores", "1", "resources/datasets/emore/train.rec",
+                       "resources/datasets/emore/lfw.bin")
+    assert result.returncode == 0, result.stdout
+    for file, data in DATA.items():
+        assert (workdir / "resources" / "datasets" / "emore" / file).read_bytes() == data
+
+
+def test_download_rule_offline_fails_clearly_without_partial_dataset(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "wf")
+    url = "http://127.0.0.1:9/faces_emore.zip"
+    _config_with(workdir, "emore", {"url": url})
+    result = snakemake(workdir, "--cores", "1", "resources/datasets/emore/train.rec")
+    assert result.returncode != 0
+    log = (workdir / "results" / "logs" / "datasets" / "emore.log").read_text().strip()
+    assert log.splitlines() == [f"faceflow download: error: {url}: " + log.split(f"{url}: ", 1)[1]]
+    assert "cannot download" in log
+    dataset = workdir / "resources" / "datasets" / "emore"
+    assert not dataset.exists() or not any(dataset.iterdir())
+
+
+def test_local_directory_dataset_is_linked(tmp_path: Path) -> None:
+    source = tmp_path / "faces_emore"
+    source.mkdir()
+    for file, data in DATA.items():
+        (source / file).write_bytes(data)
+    workdir = copy_workflow(tmp_path / "wf")
+    _config_with(workdir, "mine", {"path": str(source)})
+    result = snakemake(workdir, "--cores", "1", "resources/datasets/mine/train.rec", "resources/datasets/mine/lfw.bin")
+    assert result.returncode == 0, result.stdout
+    linked = workdir / "resources" / "datasets" / "mine" / "train.rec"
+    assert linked.is_symlink() and linked.read_bytes() == DATA["train.rec"]

@@ -1,0 +1,97 @@
+# Shared set-up: validate config/config.yaml against the schema, build the run plan, path helpers.
+# Every decision lives in faceflow.workflow; the functions here only turn the plan into paths.
+import os
+
+_LAZY_BEFORE = os.environ.get("FACEFLOW_LAZY_ONEFLOW")
+os.environ.setdefault("FACEFLOW_LAZY_ONEFLOW", "1")  # planning needs no OneFlow
+
+from faceflow.workflow.session import load_plan
+
+PLAN = load_plan(
+    workflow.basedir,
+    config,
+    source=" + ".join(workflow.configfiles) or "config",
+    lazy_before=_LAZY_BEFORE,
+)
+BENCHMARKS = "|".join(PLAN.benchmarks) or "lfw"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    run="[A-Za-z0-9_.-]+",
+    step="[0-9]+",
+    bench="lfw|cfp_fp|agedb_30",
+
+
+def dataset_files(name):
+    """Files of resources/datasets/NAME/ the workflow reads (training data and shipped .bin files)."""
+    files = ["train.rec", "train.idx", "property"]
+    files += [f"{bench}.bin" for bench in PLAN.datasets[name].benchmarks]
+    return [f"resources/datasets/{name}/{file}" for file in files]
+
+
+def datasets_from(source):
+    """Plans of the datasets some run uses whose source is synthetic | url | path."""
+    return [
+        PLAN.datasets[name]
+        for name in PLAN.used_datasets()
+        if PLAN.datasets[name].source == source
+    ]
+
+
+def run_train_data(wildcards):
+    """The OFRecord training directory of a run's dataset."""
+    return f"results/ofrecord/{PLAN.runs[wildcards.run].dataset}/train"
+
+
+def run_bench_data(wildcards):
+    """The OFRecord validation directory of a benchmark of a run's dataset."""
+    dataset = PLAN.runs[wildcards.run].dataset
+    return f"results/ofrecord/{dataset}/val/{wildcards.bench}"
+
+
+def validation_results():
+    """results/runs/{run}/validation/step_NNNNNN/{bench}.json for every run, checkpoint and benchmark."""
+    return [
+        f"results/runs/{run}/validation/step_{step}/{bench}.json"
+        for run in PLAN.runs
+        for step in PLAN.validation_steps(run)
+        for bench in PLAN.benchmarks
+    ]
+
+
+def export_files():
+    """Export file patterns (with {run}) for the configured formats."""
+    files = ["results/runs/{run}/export/export.json"]
+    if "onnx" in PLAN.export_formats:
+        files.append("results/runs/{run}/export/model.onnx")
+    if "mxnet" in PLAN.export_formats:
+        files.append("results/runs/{run}/export/mxnet/model-symbol.json")
+        files.append("results/runs/{run}/export/mxnet/model-0000.params")
+    return files
+
+
+def export_outputs():
+    """Export files of every run."""
+    return expand(export_files(), run=list(PLAN.runs))
+
+
+def export_inputs(wildcards):
+    """Inputs of a run's export: its checkpoints, and the validation results `best:` chooses by."""
+    inputs = {"checkpoints": f"results/runs/{wildcards.run}/checkpoints"}
+    bench = PLAN.export_bench()
+    if bench is not None:
+        inputs["validation"] = [
+            f"results/runs/{wildcards.run}/validation/step_{step}/{bench}.json"
+            for step in PLAN.validation_steps(wildcards.run)
+        ]
+    return inputs
+
+
+def report_outputs():
+    """The report files."""
+    return [
+        "results/report/accuracy.csv",
+        "results/report/report.md",
+        "results/report/report.html",
+    ]

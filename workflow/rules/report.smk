@@ -1,0 +1,21 @@
+# results/report/{accuracy.csv, report.md, report.html} from every validation result and loss curve.
+
+
+rule make_report:
+    input:
+        validation=validation_results(),
+        metrics=expand("results/runs/{run}/metrics.jsonl", run=list(PLAN.runs)),
+    output:
+        csv="results/report/accuracy.csv",
+        md="results/report/report.md",
+        html="results/report/report.html",
+    params:
+        runs=",".join(PLAN.runs),
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
+        out=lambda wildcards, output: os.path.dirname(output.csv),
+    log:
+        "results/logs/report.log",
+    conda:
+        "../envs/faceflow.yaml"
+    shell:
+        "faceflow report {params.results} --out {params.out} --runs {params.runs} > {log} 2>&1"

@@ -1,0 +1,22 @@
+# results/runs/{run}/validation/step_NNNNNN/{bench}.json: one job per checkpoint and benchmark.
+# Validation settings are parameters of this rule only, so changing them reruns validation and the
+# report and nothing upstream. Rerun on demand:
+#   snakemake --cores 8 validate report --forcerun validate_checkpoint
+
+
+rule validate_checkpoint:
+    input:
+        checkpoints="results/runs/{run}/checkpoints",
+        bench=run_bench_data,
+    output:
+        "results/runs/{run}/validation/step_{step}/{bench}.json",
+    params:
+        batch_size=PLAN.val_batch_size,
+        checkpoint=lambda wildcards, input: f"{input.checkpoints}/step_{wildcards.step}",
+    log:
+        "results/logs/validate/{run}/step_{step}/{bench}.log",
+    conda:
+        "../envs/faceflow.yaml"
+    shell:
+        "faceflow validate {params.checkpoint} --bench {wildcards.bench}={input.bench}"
+        " --batch-size {params.batch_size} --out {output} > {log} 2>&1"
