@@ -1,10 +1,13 @@
 """Shared helpers of the model-exchange tests: backbones with random weights *and* BN statistics,
-faceflow checkpoints of them, and InsightFace-style MXNet models built with MXNet's symbol API."""
+faceflow checkpoints of them, InsightFace-style MXNet models built with MXNet's symbol API, and the
+ONNX contract check."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 import faceflow  # noqa: F401
 import oneflow as flow
@@ -12,6 +15,7 @@ import oneflow as flow
 from faceflow.checkpoint import write_checkpoint
 from faceflow.export.mxnet_runtime import mx
 from faceflow.export.mxnet_symbol import IRESNET_UNITS, insightface_bn, iresnet_symbol, mobilefacenet_symbol
+from faceflow.export.parity import MIN_COSINE, compare, normalised_nchw, oneflow_embeddings
 from faceflow.models import build_backbone
 
 INSIGHTFACE_SCALE = 0.0078125  # InsightFace's own symbols: (x - 127.5) * 0.0078125
@@ -86,3 +90,34 @@ def insightface_mxnet_model(network: str, embedding_size: int, prefix: Path, epo
     prefix.parent.mkdir(parents=True, exist_ok=True)
     mx.model.save_checkpoint(str(prefix), epoch, symbol, args, aux)
     return prefix
+
+
+def check_onnx_model(path, model, images, embedding):
+    """The ONNX contract: one `data` input with a symbolic batch, one embedding output, fp32 weights, no
+    Sub/Mul at the start, and onnxruntime equal to OneFlow at batch 1 and at the full batch."""
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    (inp,), (outp,) = proto.graph.input, proto.graph.output
+    assert inp.name == "data"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value
+    assert [d.dim_value for d in dims[1:]] == [3, 112, 112]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert outp.type.tensor_type.shape.dim[0].dim_param
+    assert outp.type.tensor_type.shape.dim[1].dim_value == embedding
+    weights = [t for t in proto.graph.initializer if len(t.dims) > 1]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT for t in weights)
+    # InsightFace's ArcFaceONNX looks for Sub/Mul among the first 8 nodes to decide "normalises inside".
+    for node in proto.graph.node[:8]:
+        assert node.op_type not in ("Sub", "Mul", "Div")
+        assert not node.name.startswith(("Sub", "_minus", "Mul", "_mul"))
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = normalised_nchw(images)
+    reference = oneflow_embeddings(model, batch)
+    for size in sorted({1, len(batch)}):
+        result = session.run(None, {"data": batch[:size]})
+        assert len(result) == 1 and result[0].shape == (size, embedding)
+        figures = compare(reference[:size], result[0])
+        assert figures.min_cosine >= MIN_COSINE
+        assert figures.max_abs_diff <= 1e-3 * np.abs(reference).max()

@@ -65,3 +65,13 @@ def test_convert_bin_duplicates_issame_on_both_images(tmp_path, capsys):
     records = list(read_records(tmp_path / "val"))
     assert [r["encoded"] for r in records] == images
     assert np.array_equal([r["issame"] for r in records], [0, 0, 1, 1])
+
+
+def test_convert_bin_undecodable_image(tmp_path, capsys):
+    from faceflow.cli.main import main as faceflow_main
+    write_bin(tmp_path / "agedb.bin", [jpeg(0), jpeg(1), jpeg(2), b"garbage"], [True, False])
+    assert faceflow_main(["convert", "bin", str(tmp_path / "agedb.bin"), str(tmp_path / "val"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("faceflow convert: error: ") and len(err.splitlines()) == 1
+    assert "agedb.bin: image 3 (pair 1): undecodable image" in err
+    assert not (tmp_path / "val").exists()

@@ -23,7 +23,8 @@ def test_convert_writes_parts_with_unchanged_bytes(tmp_path, capsys):
     assert _convert("rec", str(tmp_path / "rec"), str(tmp_path / "of"), "--parts", "3") == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("8 records, 4 classes, ") and "MB/s" in line
-    assert sorted(p.name for p in (tmp_path / "of").iterdir()) == ["meta.json", "part-00000", "part-00001", "part-00002"]
+    names = sorted(p.name for p in (tmp_path / "of").iterdir())
+    assert names == ["meta.json", "part-00000", "part-00001", "part-00002"]
     assert count_records(tmp_path / "of") == [3, 3, 2]
     got = sorted((r["label"], r["encoded"]) for r in read_records(tmp_path / "of"))
     assert got == sorted(records)

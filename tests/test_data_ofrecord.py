@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 
 import faceflow  # noqa: F401
@@ -10,7 +11,7 @@ import faceflow  # noqa: F401
 from data_layer_samples import jpeg, make_dataset
 from faceflow.data.ofrecord import (FramedRecordEncoder, PartsWriter, part_files, read_records,
                                     serialize_train_record, serialize_val_record)
-from faceflow.data.recordio import MAGIC, RecordDataset
+from faceflow.data.recordio import MAGIC, RecordDataset, write_insightface_dataset
 from faceflow.errors import DataFormatError
 
 
@@ -26,15 +27,21 @@ def test_fast_encoder_matches_protobuf(length, label):
     assert val == struct.pack("q", len(expected)) + expected
 
 
-def test_fast_reader_matches_read(tmp_path):
-    records = [(0, jpeg(0)), (1, jpeg(1) + b"\0" * (-len(jpeg(1)) % 4) + struct.pack("<I", MAGIC) + b"\xff\xd9"),
-               (1, jpeg(2))]
-    from faceflow.data.recordio import write_insightface_dataset
-    write_insightface_dataset(tmp_path, records, 2, (16, 16))
+@pytest.mark.parametrize("buffer_size", [1 << 22, 3000])
+@pytest.mark.parametrize("order", ["file", "shuffled"])
+def test_batched_reader_matches_read(tmp_path, buffer_size, order):
+    multi_part = jpeg(1) + b"\0" * (-len(jpeg(1)) % 4) + struct.pack("<I", MAGIC) + b"\xff\xd9"
+    records = [(i // 3, multi_part if i == 4 else jpeg(i, 16 + 8 * (i % 3))) for i in range(12)]
+    write_insightface_dataset(tmp_path, records, 4, (16, 16))
     with RecordDataset(tmp_path) as dataset:
-        fast = list(dataset.labelled_images(dataset.image_keys))
-        slow = [(r.key, r.label, r.image) for r in dataset]
-    assert fast == slow == [(k, label, image) for k, (label, image) in enumerate(records, 1)]
+        keys = list(dataset.image_keys)
+        if order == "shuffled":
+            keys = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
+        fast = [(k, label, bytes(image)) for batch in dataset.image_batches(keys, buffer_size)
+                for k, label, image in batch]
+        slow = [(k, *(lambda h, im: (int(h.label), im))(*dataset.read(k))) for k in keys]
+    assert fast == slow
+    assert sorted(fast) == [(k, label, image) for k, (label, image) in enumerate(records, 1)]
 
 
 def test_parts_writer_is_atomic_and_numbered(tmp_path):

@@ -6,7 +6,6 @@ import io
 import faceflow  # noqa: F401
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from data_layer_samples import decode, jpeg, pixels

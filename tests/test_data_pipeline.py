@@ -89,3 +89,23 @@ def test_validation_pipeline_is_ordered_with_mirror(tmp_path):
         reference = np.stack([_normalized(im) for im in images])
         np.testing.assert_allclose(got, reference, atol=1e-6)
         np.testing.assert_allclose(mirrored, reference[:, :, :, ::-1], atol=1e-6)
+
+
+def test_global_pipeline_inside_graph(ofrecord_dir):
+    placement = flow.placement("cpu", ranks=[0])
+    pipeline = TrainPipeline(ofrecord_dir, 4, placement=placement, sbp=flow.sbp.split(0), shuffle=False, mirror=False)
+
+    class Batch(flow.nn.Graph):
+        def __init__(self):
+            super().__init__()
+            self.pipeline = pipeline
+
+        def build(self):
+            images, labels = self.pipeline()
+            return images.sum(dim=[1, 2, 3]), labels
+
+    sums, labels = Batch()()
+    records = list(read_records(ofrecord_dir))[:4]
+    assert labels.is_global and labels.numpy().tolist() == [r["label"] for r in records]
+    expected = [_normalized(r["encoded"]).sum() for r in records]
+    np.testing.assert_allclose(sums.numpy(), expected, rtol=1e-5, atol=1e-3)

@@ -3,15 +3,20 @@ statistics, 0.0078125 input scaling, fc1 fix_gamma, a training fc7 head) become 
 with the same embeddings; a wrong --network or shape is a one-line error naming the parameter."""
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from export_samples import insightface_mxnet_model, random_backbone
 from faceflow.checkpoint import load_backbone
 from faceflow.cli.main import main as faceflow_main
+from faceflow.data.verification_bin import write_bin
 from faceflow.errors import FaceflowError
 from faceflow.export.mxnet_export import export_mxnet, mxnet_embeddings
 from faceflow.export.mxnet_import import import_mxnet
-from faceflow.export.parity import MIN_COSINE, compare, drawn_faces, normalised_nchw, oneflow_embeddings, raw_nchw
+from faceflow.export.parity import MIN_COSINE, bin_faces, compare, drawn_faces, normalised_nchw, oneflow_embeddings, raw_nchw
 
 EMBEDDING = 16
 
@@ -21,7 +26,10 @@ def test_import_insightface_model_gives_same_embeddings(tmp_path, capsys, networ
     prefix = insightface_mxnet_model(network, EMBEDDING, tmp_path / "insightface" / "model", epoch=3,
                                      classifier=classifier)
     out = tmp_path / "imported" / "step_000000"
-    assert faceflow_main(["import", "mxnet", str(prefix), "3", str(out), "--network", network]) == 0
+    extra = []
+    if network == "mbf":  # parity images from a verification .bin of real JPEGs
+        extra = ["--images", str(_jpeg_bin(tmp_path / "lfw.bin")), "--parity-images", "3"]
+    assert faceflow_main(["import", "mxnet", str(prefix), "3", str(out), "--network", network, *extra]) == 0
     assert "min_cosine" in capsys.readouterr().out
     model, config, step = load_backbone(out)
     assert (config["network"], config["embedding_size"], step) == (network, EMBEDDING, 0)
@@ -29,6 +37,21 @@ def test_import_insightface_model_gives_same_embeddings(tmp_path, capsys, networ
     figures = compare(mxnet_embeddings(prefix, 3, raw_nchw(images)), oneflow_embeddings(model, normalised_nchw(images)))
     assert figures.min_cosine >= MIN_COSINE
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def _jpeg_bin(path):
+    images = []
+    for i in range(4):
+        buffer = io.BytesIO()
+        Image.fromarray(drawn_faces(1, seed=20 + i)[0]).resize((100, 120)).save(buffer, format="JPEG")
+        images.append(buffer.getvalue())
+    write_bin(path, images, [True, False])
+    return path
+
+
+def test_bin_faces_decodes_and_resizes(tmp_path):
+    faces = bin_faces(_jpeg_bin(tmp_path / "x.bin"), 3)
+    assert faces.shape == (3, 112, 112, 3) and faces.dtype == np.uint8 and faces.std() > 10
 
 
 def test_export_then_import_round_trip(tmp_path):

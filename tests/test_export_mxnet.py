@@ -74,3 +74,18 @@ def test_mxnet_export_cli_from_checkpoint(tmp_path, capsys):
     figures = compare(oneflow_embeddings(model, normalised_nchw(images)), mxnet_embeddings(prefix, 0, raw_nchw(images)))
     assert figures.min_cosine >= MIN_COSINE
     assert sorted(p.name for p in prefix.parent.iterdir()) == ["model-0000.params", "model-symbol.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["r34", "r50", "r100", "r200"])
+def test_every_iresnet_maps_onto_the_insightface_symbol(network):
+    # Names and shapes of every parameter checked against MXNet's shape inference (no forward pass).
+    from faceflow.export.mxnet_export import mxnet_params
+    from faceflow.models import build_backbone
+
+    model = build_backbone(network, embedding_size=8)
+    symbol, args, aux = mxnet_params(model)
+    assert symbol.list_outputs() == ["fc1_output"]
+    expected_units = {"r34": 16, "r50": 24, "r100": 49, "r200": 98}[network]
+    assert len({name.split("_bn1")[0] for name in args if name.startswith("stage") and "_bn1_" in name}) == expected_units
+    assert len(args) + len(aux) == len(symbol.list_arguments()) - 1 + len(symbol.list_auxiliary_states())

@@ -20,7 +20,6 @@ from faceflow.data.verification_bin import read_bin
 from faceflow.errors import DataFormatError, FaceflowError
 
 META_NAME = "meta.json"
-_PROGRESS_CHUNK = 1024
 
 
 @dataclass
@@ -80,24 +79,24 @@ def convert_rec(data_dir: str | Path, out_dir: str | Path, num_parts: int, *, sh
         bar = tqdm(total=len(keys), unit="img", desc=f"convert {data_dir.name}", disable=not progress,
                    mininterval=0.5)
         with bar, PartsWriter(out_dir, num_parts) as writer:
-            for n, (key, label, image) in enumerate(dataset.labelled_images(keys, zero_copy=True), 1):
-                if n % _PROGRESS_CHUNK == 0:
-                    bar.update(_PROGRESS_CHUNK)
-                if not 0 <= label < limit:
-                    raise DataFormatError(f"{dataset.rec_path}: key {key}: label {label} outside [0, {num_classes}) "
-                                          f"(class count from {class_source})")
-                if image[:3] != JPEG_SOI or image[-2:] != JPEG_EOI:
-                    problem = image_problem(bytes(image))  # the full check, for other formats and padded JPEGs
-                    if problem is not None:
-                        if not skip_bad:
-                            raise DataFormatError(
-                                f"{dataset.rec_path}: key {key} at byte offset {dataset.index[key]}: {problem} "
-                                f"(--skip-bad skips such records)")
-                        skipped += 1
-                        continue
-                labels_seen.add(label)
-                writer.write_pieces(encoder.encode(image, label))
-            bar.update(len(keys) % _PROGRESS_CHUNK)
+            for batch in dataset.image_batches(keys):
+                for key, label, image in batch:
+                    if not 0 <= label < limit:
+                        raise DataFormatError(f"{dataset.rec_path}: key {key}: label {label} outside "
+                                              f"[0, {num_classes}) (class count from {class_source})")
+                    if image[:3] != JPEG_SOI or image[-2:] != JPEG_EOI:
+                        problem = image_problem(bytes(image))  # the full check: other formats, padded JPEGs
+                        if problem is not None:
+                            if not skip_bad:
+                                raise DataFormatError(
+                                    f"{dataset.rec_path}: key {key} at byte offset {dataset.index[key]}: {problem} "
+                                    f"(--skip-bad skips such records)")
+                            skipped += 1
+                            continue
+                    labels_seen.add(label)
+                    writer.write_pieces(encoder.encode(image, label))
+                writer.flush()  # the batch's images are views into a reused buffer
+                bar.update(len(batch))
             writer.flush()
             summary = ConvertSummary(writer.records, num_classes or len(labels_seen), writer.bytes,
                                      time.perf_counter() - start, num_parts, skipped)
@@ -125,6 +124,7 @@ def convert_bin(bin_file: str | Path, out_dir: str | Path, *, progress: bool = T
         writer.flush()
         summary = ConvertSummary(writer.records, 2, writer.bytes, time.perf_counter() - start, 1,
                                  pairs=len(issame))
-        _write_meta(writer.tmp_dir, summary, bin_file, "verification", image_size_of_bytes(images[0]) if images else None)
+        image_size = image_size_of_bytes(images[0]) if images else None
+        _write_meta(writer.tmp_dir, summary, bin_file, "verification", image_size)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -201,7 +201,8 @@ def part_files(data_dir: str | Path) -> list[Path]:
     expected = [part_name(i) for i in range(len(parts))]
     if names != expected:
         missing = sorted(set(expected) - set(names))
-        raise DataFormatError(f"{data_dir}: OFRecord parts are not numbered 0..{len(parts) - 1} (missing {missing[:3]})")
+        raise DataFormatError(
+            f"{data_dir}: OFRecord parts are not numbered 0..{len(parts) - 1} (missing {missing[:3]})")
     return parts
 
 

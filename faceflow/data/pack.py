@@ -77,8 +77,8 @@ def pack_folder(root: str | Path, out_dir: str | Path, progress: bool = True) ->
                     size = image_size_of_bytes(jpeg)
                     if size != image_size:
                         h, w = image_size
-                        raise DataFormatError(
-                            f"{path}: image is {size[1]}x{size[0]}, the first image was {w}x{h} (align faces to one size)")
+                        raise DataFormatError(f"{path}: image is {size[1]}x{size[0]}, the first image was "
+                                              f"{w}x{h} (align faces to one size)")
                     bar.update(1)
                     yield label, jpeg
 

@@ -36,7 +36,8 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
         except UnicodeDecodeError:
             obj = pickle.loads(raw, encoding="bytes")
     except Exception as err:  # pickle raises many types on corrupt input
-        raise DataFormatError(f"{path}: byte offset 0: not a verification pickle ({type(err).__name__}: {err})") from None
+        raise DataFormatError(
+            f"{path}: byte offset 0: not a verification pickle ({type(err).__name__}: {err})") from None
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
         raise DataFormatError(f"{path}: expected a pickled (bins, issame_list) pair, got {type(obj).__name__}")
     bins, issame = obj
@@ -45,8 +46,8 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
     if len(images) % 2:
         raise DataFormatError(f"{path}: odd image count {len(images)} (images come in pairs)")
     if len(images) != 2 * len(flags):
-        raise DataFormatError(
-            f"{path}: issame_list has {len(flags)} entries but there are {len(images)} images ({len(images) // 2} pairs)")
+        raise DataFormatError(f"{path}: issame_list has {len(flags)} entries but there are {len(images)} images "
+                              f"({len(images) // 2} pairs)")
     return images, flags
 
 

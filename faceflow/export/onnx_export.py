@@ -74,21 +74,21 @@ def export_onnx(model: nn.Module, out_path: str | os.PathLike, images: np.ndarra
     return parity
 
 
-def onnx_embeddings(onnx_path: str | os.PathLike, batch: np.ndarray) -> np.ndarray:
-    """Embeddings of a normalised NCHW batch from an exported model, run with onnxruntime on CPU."""
+def onnx_embeddings(onnx_path: str | os.PathLike, *batches: np.ndarray) -> list[np.ndarray]:
+    """Embeddings of normalised NCHW batches from an exported model, run with onnxruntime on CPU."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, {INPUT_NAME: batch})
-    return output
+    return [session.run(None, {INPUT_NAME: batch})[0] for batch in batches]
 
 
 def onnx_parity(model: nn.Module, onnx_path: str | os.PathLike, batch: np.ndarray) -> Parity:
     """onnxruntime vs OneFlow on `batch` (and on its first image alone, proving the batch is dynamic)."""
+    if len(batch) == 1:
+        batch = np.concatenate([batch, batch[:, :, :, ::-1]])
     reference = oneflow_embeddings(model, batch)
     try:
-        whole = onnx_embeddings(onnx_path, batch)
-        single = onnx_embeddings(onnx_path, batch[:1])
+        whole, single = onnx_embeddings(onnx_path, batch, batch[:1])
     except Exception as err:  # onnxruntime errors are not a stable type
         raise FaceflowError(f"{onnx_path}: onnxruntime cannot run the model: {err}") from None
     require(compare(reference[:1], single), f"{onnx_path} (batch 1)")

@@ -107,13 +107,13 @@ class PartialFC(nn.Module):
     def _load_rows(self, index: flow.Tensor) -> None:
         """Copy the table rows `index` (local) into the activated parameter (and their momentum)."""
         with flow.no_grad():
-            self.weight_activated.to_local().copy_(self.weight.to_local()[index])
+            self.weight_activated.to_local().copy_(flow.index_select(self.weight.to_local(), 0, index))
             if self.bias_activated is not None:
-                self.bias_activated.to_local().copy_(self.bias.to_local()[index])
+                self.bias_activated.to_local().copy_(flow.index_select(self.bias.to_local(), 0, index))
             slot = self._momentum_slot(self.weight_activated)
             if slot is not None:
                 if self._keep_momentum:
-                    slot.to_local().copy_(self.weight_mom.to_local()[index])
+                    slot.to_local().copy_(flow.index_select(self.weight_mom.to_local(), 0, index))
                 else:
                     slot.to_local().zero_()
             bias_slot = self._momentum_slot(self.bias_activated)
@@ -155,7 +155,7 @@ class PartialFC(nn.Module):
     def _sampled_logit_bias(self, index: flow.Tensor) -> Optional[flow.Tensor]:
         if self.logit_bias is None:
             return None
-        local = self.logit_bias.to_local()[index]
+        local = flow.index_select(self.logit_bias.to_local(), 0, index)
         return local.to_global(placement=self.placement, sbp=flow.sbp.split(0))
 
     @property

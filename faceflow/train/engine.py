@@ -100,6 +100,8 @@ class Trainer:
             group.update(clip_grad_max_norm=float(cfg["clip_grad_norm"]), clip_grad_norm_type=2.0)
         self.optimizer = flow.optim.SGD([group], lr=cfg["lr"], momentum=cfg["momentum"],
                                         weight_decay=cfg["weight_decay"])
+        if hasattr(self.head, "bind_optimizer"):  # Partial FC swaps momentum rows with its class sample
+            self.head.bind_optimizer(self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
         self.graph = TrainGraph(self.backbone, self.head, self.optimizer, self.scheduler, self.amp) \
             if cfg["graph"] else None

@@ -17,8 +17,6 @@ from faceflow.errors import ConfigError
 from faceflow.train.config import load_config as load_training_config
 from faceflow.train.config import total_steps as total_training_steps
 
-BENCHMARKS = ("lfw", "cfp_fp", "agedb_30")
-
 # run key -> training-config key (`faceflow train --set KEY=VALUE`); the rest are workflow-only
 _RUN_TO_TRAIN = {
     "network": "network", "embedding_size": "embedding_size", "dropout": "dropout",
@@ -69,6 +67,11 @@ class RunPlan:
     def gpu_resource(self) -> int:
         """GPUs the train job asks the scheduler for (0 on CPU)."""
         return self.gpus if self.device == "cuda" else 0
+
+    @property
+    def slurm_extra(self) -> str:
+        """Extra sbatch options of the train job (Snakemake's SLURM executor): the GPUs it needs."""
+        return f"--gres=gpu:{self.gpu_resource}" if self.gpu_resource else ""
 
     def set_arguments(self, train_data: str) -> list[str]:
         """`--set KEY=VALUE` pairs for `faceflow train` (values in YAML flow syntax)."""

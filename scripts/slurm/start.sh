@@ -2,7 +2,7 @@
 # Start a throwaway single-node SLURM cluster (munge, mariadb, slurmdbd, slurmctld, slurmd) under DIR.
 # Everything (keys, configs, spool, logs, database, sockets) lives in DIR; daemons are started here,
 # not by systemd. Stop it with scripts/slurm/stop.sh DIR. Usage: start.sh [DIR]  (default: a new temp dir)
-# On success prints the cluster dir; `source DIR/env.sh` sets SLURM_CONF for sbatch/sacct/snakemake.
+# Daemon stdio goes to DIR/log/daemons.out. On success prints the cluster dir; `source DIR/env.sh` sets SLURM_CONF for sbatch/sacct/snakemake.
 set -euo pipefail
 
 DIR=${1:-$(mktemp -d /tmp/faceflow-slurm.XXXXXX)}
@@ -45,16 +45,17 @@ NODE_LINE=$(slurmd -C | head -n 1 | sed "s/^NodeName=[^ ]*/NodeName=$HOST/")
 # --- munge: a fresh key and a private socket ---
 mungekey --create --keyfile="$DIR/munge/munge.key" >/dev/null
 munged --force --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
-    --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed"
+    --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" </dev/null >>"$DIR/log/daemons.out" 2>&1
 wait_for 10 munged munged.log test -S "$DIR/munge/munge.socket"
 
 # --- mariadb on 127.0.0.1:DB_PORT, data in DIR/mysql ---
 mariadb-install-db --no-defaults --datadir="$DIR/mysql" --user=root --skip-test-db \
     --auth-root-authentication-method=socket >"$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed" mariadb-install.log
-(cd "$DIR" && nohup mariadbd --no-defaults --datadir="$DIR/mysql" --user=root \
+setsid mariadbd --no-defaults --datadir="$DIR/mysql" --user=root \
     --socket="$DIR/run/mariadb.sock" --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
     --pid-file="$DIR/run/mariadb.pid" --log-error="$DIR/log/mariadb.log" \
-    --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 >/dev/null 2>&1 &)
+    --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 </dev/null >>"$DIR/log/daemons.out" 2>&1 &
+echo $! >"$DIR/run/mariadb.pid"
 wait_for 30 mariadb mariadb.log mariadb --no-defaults --socket="$DIR/run/mariadb.sock" -u root -e "SELECT 1"
 mariadb --no-defaults --socket="$DIR/run/mariadb.sock" -u root <<SQL
 CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
@@ -97,7 +98,7 @@ SlurmdPidFile=$DIR/run/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 AccountingStorageType=accounting_storage/slurmdbd
@@ -120,7 +121,7 @@ PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 
 # --- slurmdbd, then the cluster/account/user associations ---
-slurmdbd
+slurmdbd </dev/null >>"$DIR/log/daemons.out" 2>&1
 wait_for 30 slurmdbd slurmdbd.log sacctmgr -n list cluster
 sacctmgr -i add cluster "$CLUSTER" >/dev/null
 sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" description=faceflow-test organization=faceflow >/dev/null
@@ -129,9 +130,9 @@ for u in $(echo "$USERS" | tr ' ' '\n' | sort -u); do
 done
 
 # --- slurmctld + slurmd; wait for the node to be idle ---
-slurmctld -i
+slurmctld -i </dev/null >>"$DIR/log/daemons.out" 2>&1
 wait_for 30 slurmctld slurmctld.log scontrol ping
-slurmd
+slurmd </dev/null >>"$DIR/log/daemons.out" 2>&1
 wait_for 60 "node $HOST (idle)" slurmd.log bash -c "sinfo -h -N -n '$HOST' -o %t | grep -qx idle"
 
 cat >"$DIR/env.sh" <<ENV

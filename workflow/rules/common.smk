@@ -13,7 +13,6 @@ PLAN = load_plan(
     source=" + ".join(workflow.configfiles) or "config",
     lazy_before=_LAZY_BEFORE,
 )
-BENCHMARKS = "|".join(PLAN.benchmarks) or "lfw"
 
 
 wildcard_constraints:

@@ -14,9 +14,10 @@ rule export_model:
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/export/{run}.log",
+    threads: 2
     conda:
         "../envs/faceflow.yaml"
     shell:
         "ckpt=$(FACEFLOW_LAZY_ONEFLOW=1 python -m faceflow.workflow.selection {params.select}"
         " {input.checkpoints} {params.validation} 2> {log}) &&"
-        " faceflow export bundle $ckpt {params.out} --formats {params.formats} >> {log} 2>&1"
+        " OMP_NUM_THREADS={threads} faceflow export bundle $ckpt {params.out} --formats {params.formats} >> {log} 2>&1"

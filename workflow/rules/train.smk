@@ -21,6 +21,7 @@ rule train:
     threads: lambda wildcards: PLAN.runs[wildcards.run].gpus * PLAN.runs[wildcards.run].threads
     resources:
         gpu=lambda wildcards: PLAN.runs[wildcards.run].gpu_resource,
+        slurm_extra=lambda wildcards: PLAN.runs[wildcards.run].slurm_extra,
     conda:
         "../envs/faceflow.yaml"
     shell:

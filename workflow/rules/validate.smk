@@ -15,8 +15,9 @@ rule validate_checkpoint:
         checkpoint=lambda wildcards, input: f"{input.checkpoints}/step_{wildcards.step}",
     log:
         "results/logs/validate/{run}/step_{step}/{bench}.log",
+    threads: 2
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow validate {params.checkpoint} --bench {wildcards.bench}={input.bench}"
+        "OMP_NUM_THREADS={threads} faceflow validate {params.checkpoint} --bench {wildcards.bench}={input.bench}"
         " --batch-size {params.batch_size} --out {output} > {log} 2>&1"

@@ -1,0 +1,192 @@
+"""Heads in one process: margin logits and losses vs numpy closed forms, config errors, Partial FC updates, graph mode."""
+from __future__ import annotations
+
+import faceflow  # noqa: F401
+import numpy as np
+import oneflow as flow
+import pytest
+
+from faceflow.errors import ConfigError
+from faceflow.heads import LOSS_MARGINS, Margins, PartialFC, build_head, margin_logits, resolve_margins
+from faceflow.runtime.device import all_ranks_placement
+
+NAMED_MARGIN_LOSSES = [name for name, margins in LOSS_MARGINS.items() if margins is not None]
+B, E, C = 6, 8, 13
+
+
+def numpy_margin_logits(cos: np.ndarray, labels: np.ndarray, m: Margins) -> np.ndarray:
+    """s * cos(theta) for others, s * (cos(m1*theta + m2) - m3) for the target (float64)."""
+    out = cos.astype(np.float64).copy()
+    rows = np.arange(len(labels))
+    out[rows, labels] = np.cos(m.m1 * np.arccos(out[rows, labels]) + m.m2) - m.m3
+    return m.s * out
+
+
+def numpy_loss(x: np.ndarray, labels: np.ndarray, w: np.ndarray, b: np.ndarray, m: Margins | None) -> float:
+    """Mean softmax cross entropy of the margin (or plain FC) logits, float64."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    if m is None:
+        z = x @ w.T + b
+    else:
+        cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
+        z = numpy_margin_logits(cos, labels, m)
+    z = z - z.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]))
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(B, E)).astype(np.float32), rng.integers(0, C, B).astype(np.int64),
+            rng.normal(size=(C, E)).astype(np.float32), (rng.normal(size=C) * 0.1).astype(np.float32))
+
+
+def _global(array: np.ndarray, sbp=flow.sbp.broadcast) -> flow.Tensor:
+    placement = all_ranks_placement("cpu")
+    return flow.tensor(array, placement=placement, sbp=flow.sbp.broadcast).to_global(sbp=sbp)
+
+
+def _head(config: dict) -> flow.nn.Module:
+    base = {"loss": "arcface", "margins": None, "fc_mode": "data_parallel", "sample_rate": 1.0,
+            "num_classes": C, "embedding_size": E}
+    return build_head({**base, **config}, all_ranks_placement("cpu"))
+
+
+def _set(table: flow.Tensor, values: np.ndarray) -> None:
+    with flow.no_grad():
+        full = table.to_global(sbp=flow.sbp.broadcast).to_local().numpy().copy()
+        full[: len(values)] = values
+        table.copy_(_global(full, table.sbp))
+
+
+@pytest.mark.parametrize("loss", NAMED_MARGIN_LOSSES)
+def test_margin_logits_equal_numpy_closed_form(loss: str) -> None:
+    rng = np.random.default_rng(1)
+    cos = rng.uniform(-0.95, 0.95, (B, C)).astype(np.float32)
+    labels = rng.integers(0, C, B)
+    margins = resolve_margins(loss)
+    got = margin_logits(flow.tensor(cos), flow.tensor(labels), margins).numpy()
+    np.testing.assert_allclose(got, numpy_margin_logits(cos, labels, margins), rtol=1e-5, atol=1e-4)
+
+
+def test_combined_margin_keeps_m2_when_m3_is_set() -> None:
+    margins = resolve_margins("combined", {"m2": 0.3, "m3": 0.2, "s": 32})
+    cos = np.array([[0.6, 0.1]], dtype=np.float32)
+    got = margin_logits(flow.tensor(cos), flow.tensor(np.array([0])), margins).numpy()
+    assert got[0, 0] == pytest.approx(32 * (np.cos(np.arccos(0.6) + 0.3) - 0.2), rel=1e-5)
+    assert got[0, 0] != pytest.approx(32 * (0.6 - 0.2), rel=1e-3)  # arcface_torch's m2-dropping result
+    assert got[0, 1] == pytest.approx(32 * 0.1, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["softmax"] + NAMED_MARGIN_LOSSES)
+@pytest.mark.parametrize("fc_mode", ["data_parallel", "model_parallel", "partial_fc"])
+def test_loss_equals_numpy_closed_form(loss: str, fc_mode: str) -> None:
+    x, labels, w, b = _data()
+    head = _head({"loss": loss, "fc_mode": fc_mode, "batch_size": B})
+    _set(head.weight, w)
+    if loss == "softmax":
+        _set(head.bias, b)
+    value = head(_global(x, flow.sbp.split(0)), _global(labels, flow.sbp.split(0)))
+    expected = numpy_loss(x, labels, w, b, resolve_margins(loss))
+    assert float(value.to_global(sbp=flow.sbp.broadcast).to_local().numpy()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_margin_overrides_change_the_loss() -> None:
+    x, labels, w, b = _data()
+    margins = {"m1": 1.2, "m2": 0.1, "m3": 0.05, "s": 30.0}
+    head = _head({"loss": "combined", "margins": margins})
+    _set(head.weight, w)
+    value = head(_global(x, flow.sbp.split(0)), _global(labels, flow.sbp.split(0)))
+    expected = numpy_loss(x, labels, w, b, Margins(**margins))
+    assert float(value.to_global(sbp=flow.sbp.broadcast).to_local().numpy()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("config,key", [
+    ({"loss": "triplet"}, "loss"), ({"fc_mode": "pipeline"}, "fc_mode"),
+    ({"margins": {"m4": 1.0}}, "margins"), ({"loss": "sphereface", "margins": {"m1": 1.0}}, "margins.m1"),
+    ({"loss": "softmax", "margins": {"s": 1.0}}, "margins"), ({"num_classes": 0}, "num_classes"),
+    ({"fc_mode": "partial_fc", "sample_rate": 0.0}, "sample_rate"),
+    ({"fc_mode": "partial_fc", "graph": True}, "fc_mode"),
+])
+def test_bad_config_names_the_key(config: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        _head(config)
+
+
+def _pfc_step(head: PartialFC, opt: flow.optim.Optimizer, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One training step; returns the gradient rows (in sampled order)."""
+    loss = head(_global(x, flow.sbp.split(0)), _global(labels, flow.sbp.split(0)))
+    loss.backward()
+    grad = head.weight_activated.grad.to_local().numpy().copy()
+    opt.step()
+    opt.zero_grad()
+    return grad
+
+
+def test_partial_fc_updates_only_sampled_rows_with_exact_momentum() -> None:
+    """Two SGD(momentum, weight decay) steps == per-class sparse SGD in numpy; unsampled rows never move."""
+    classes, lr, mu, wd = 200, 0.1, 0.9, 5e-4
+    rng = np.random.default_rng(3)
+    head = build_head({"loss": "arcface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
+                       "num_classes": classes, "embedding_size": E, "batch_size": B}, all_ranks_placement("cpu"))
+    opt = flow.optim.SGD(head.parameters(), lr=lr, momentum=mu, weight_decay=wd)
+    head.bind_optimizer(opt)
+    table = head.weight.to_local().numpy().copy()
+    velocity = np.zeros_like(table)
+    for step in range(3):
+        labels = rng.integers(0, classes, B)
+        grad = _pfc_step(head, opt, rng.normal(size=(B, E)).astype(np.float32), labels)
+        sampled = head.sampled_classes
+        assert len(sampled) == head.num_sample == 20 and set(labels) <= set(sampled)
+        velocity[sampled] = mu * velocity[sampled] + grad + wd * table[sampled]
+        table[sampled] -= lr * velocity[sampled]
+    state = head.state_dict()  # writes the last step's rows back
+    np.testing.assert_allclose(state["weight"].to_local().numpy(), table, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head.weight_mom.to_local().numpy(), velocity, rtol=1e-5, atol=1e-6)
+
+
+def test_partial_fc_unsampled_rows_are_bit_identical_without_binding() -> None:
+    classes = 200
+    head = build_head({"loss": "cosface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
+                       "num_classes": classes, "embedding_size": E, "batch_size": B}, all_ranks_placement("cpu"))
+    opt = flow.optim.SGD(head.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    before = head.weight.to_local().numpy().copy()
+    rng = np.random.default_rng(4)
+    _pfc_step(head, opt, rng.normal(size=(B, E)).astype(np.float32), rng.integers(0, classes, B))
+    sampled = head.sampled_classes
+    after = head.state_dict()["weight"].to_local().numpy()
+    unsampled = np.setdiff1d(np.arange(classes), sampled)
+    assert np.array_equal(after[unsampled], before[unsampled])
+    assert np.all(np.any(after[sampled] != before[sampled], axis=1))
+    assert [name for name, _ in head.named_parameters()] == ["weight_activated"]
+
+
+@pytest.mark.parametrize("fc_mode", ["data_parallel", "model_parallel"])
+def test_head_runs_in_graph_mode_like_eager(fc_mode: str) -> None:
+    """nn.Graph forward/backward/SGD step gives the eager loss and the eager updated weight."""
+    x, labels, w, b = _data(5)
+    gx, glabels = _global(x, flow.sbp.split(0)), _global(labels, flow.sbp.split(0))
+    heads = []
+    for _ in range(2):
+        head = _head({"loss": "arcface", "fc_mode": fc_mode})
+        _set(head.weight, w)
+        heads.append((head, flow.optim.SGD(head.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)))
+    (eager, eager_opt), (graphed, graph_opt) = heads
+
+    class Step(flow.nn.Graph):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = graphed
+            self.add_optimizer(graph_opt)
+
+        def build(self, emb, lab):  # noqa: ANN001, ANN202
+            loss = self.head(emb, lab)
+            loss.backward()
+            return loss
+
+    graph_loss = Step()(gx, glabels)
+    eager_loss = eager(gx, glabels)
+    eager_loss.backward()
+    eager_opt.step()
+    as_np = lambda t: t.to_global(sbp=flow.sbp.broadcast).to_local().numpy()  # noqa: E731
+    assert float(as_np(graph_loss)) == pytest.approx(float(as_np(eager_loss)), rel=1e-5)
+    np.testing.assert_allclose(as_np(graphed.weight), as_np(eager.weight), rtol=1e-5, atol=1e-6)

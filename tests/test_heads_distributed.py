@@ -1,0 +1,89 @@
+"""Heads on 2 CPU processes (oneflow launcher) against the same computation in this single process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import dist_heads_worker as worker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """Run every worker case once on 2 processes; returns the saved arrays."""
+    out = tmp_path_factory.mktemp("heads") / "results.npz"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "faceflow.runtime.launch", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), str(Path(worker.__file__)), str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def _two_rank(results: dict[str, np.ndarray], case: tuple) -> dict[str, np.ndarray]:
+    prefix = worker.case_name(case) + "/"
+    return {key[len(prefix):]: value for key, value in results.items() if key.startswith(prefix)}
+
+
+FULL_CASES = [case for case in worker.CASES if case[2] == 1.0]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", FULL_CASES, ids=worker.case_name)
+def test_two_ranks_equal_single_process_full_fc(two_rank_results: dict, case: tuple) -> None:
+    """Model parallel / Partial FC 1.0 / data parallel on 2 ranks == one-process full FC (loss and gradients)."""
+    got = _two_rank(two_rank_results, case)
+    ref = worker.run_case("data_parallel", case[1], 1.0, worker.problem(case[3]))
+    np.testing.assert_allclose(got["loss"], ref["loss"], **TOL)
+    np.testing.assert_allclose(got["backbone_grad"], ref["backbone_grad"], **TOL)
+    np.testing.assert_allclose(got["class_grad"], ref["class_grad"], **TOL)
+
+
+@pytest.mark.distributed
+def test_partial_fc_rate_one_equals_model_parallel(two_rank_results: dict) -> None:
+    for loss in ("arcface", "softmax"):
+        pfc = _two_rank(two_rank_results, ("partial_fc", loss, 1.0, worker.CLASSES))
+        mp = _two_rank(two_rank_results, ("model_parallel", loss, 1.0, worker.CLASSES))
+        for field in ("loss", "backbone_grad", "class_grad"):
+            np.testing.assert_allclose(pfc[field], mp[field], **TOL)
+
+
+@pytest.mark.distributed
+def test_partial_fc_sample_keeps_positives_and_matches_subset_full_fc(two_rank_results: dict) -> None:
+    """Rate 0.3 on 2 ranks: every positive sampled, S rows per rank, loss/grads == full FC over the sample."""
+    case = ("partial_fc", "cosface", 0.3, worker.MANY_CLASSES)
+    got = _two_rank(two_rank_results, case)
+    data = worker.problem(case[3])
+    sampled = got["sampled"]
+    per_rank = int(np.ceil(case[3] / 2))
+    expected_rows = max(int(per_rank * 0.3), worker.BATCH)
+    assert len(sampled) == 2 * expected_rows
+    assert set(data["labels"].tolist()) <= set(sampled.tolist())
+    for rank in range(2):
+        part = sampled[rank * expected_rows:(rank + 1) * expected_rows]
+        assert np.all((part >= rank * per_rank) & (part < (rank + 1) * per_rank))
+        assert len(set(part.tolist())) == expected_rows
+    real = sampled[sampled < case[3]]
+    subset = dict(data, weight=data["weight"][real], bias=data["bias"][real],
+                  labels=np.searchsorted(real, data["labels"]))
+    ref = worker.run_case("data_parallel", "cosface", 1.0, subset)
+    np.testing.assert_allclose(got["loss"], ref["loss"], **TOL)
+    np.testing.assert_allclose(got["backbone_grad"], ref["backbone_grad"], **TOL)
+    np.testing.assert_allclose(got["class_grad"][real], ref["class_grad"], **TOL)
+    unsampled = np.setdiff1d(np.arange(case[3]), real)
+    assert np.all(got["class_grad"][unsampled] == 0.0)

@@ -1,0 +1,92 @@
+"""`faceflow train` end to end on a tiny OFRecord set: SIGKILL + resume, finished runs, NaN stop, 2 processes."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import faceflow  # noqa: F401  (before oneflow, which train_support imports)
+
+import pytest
+from train_support import FACEFLOW, REPO, make_ofrecord, run_faceflow, write_config
+
+from faceflow.checkpoint import list_checkpoints, read_checkpoint_meta
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_ofrecord(tmp_path_factory.mktemp("ofrecord") / "train", classes=6, per_class=4, parts=2)
+
+
+def _steps(out):
+    return [step for step, _ in list_checkpoints(out / "checkpoints")]
+
+
+def test_sigkill_then_rerun_resumes_and_finished_run_is_not_retrained(tmp_path, data_dir):
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=8, checkpoint_every=2)
+    out = tmp_path / "run"
+    command = FACEFLOW + ["train", str(config), "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 150
+    while not _steps(out) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None, "run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _steps(out)
+    assert killed_at and killed_at[-1] < 8
+    resumed = run_faceflow(["train", str(config), "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {out / 'checkpoints'}/step_{killed_at[-1]:06d}" in resumed.stdout
+    assert f"Global Step: {killed_at[-1] + 1} " in resumed.stdout
+    assert _steps(out)[-1] == 8
+    assert read_checkpoint_meta(out / "checkpoints" / "step_000008")[1]["step"] == 8
+    again = run_faceflow(["train", str(config), "--out", str(out)])
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert "Speed" not in again.stdout
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_dir):
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=6, checkpoint_every=1,
+                          warmup_steps=0, lr_steps=[], scales=[])
+    out = tmp_path / "nan"
+    result = run_faceflow(["train", str(config), "--out", str(out), "--set", "lr=1e30"])
+    assert result.returncode == 1
+    assert "faceflow train: error: loss is" in result.stderr and "last good checkpoint" in result.stderr
+    saved = _steps(out)
+    assert saved and saved[-1] < 6
+    assert f"step_{saved[-1]:06d}" in result.stderr
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("fc_mode", ["data_parallel", "model_parallel"])
+def test_two_process_training_completes(tmp_path, data_dir, fc_mode):
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=3, checkpoint_every=3,
+                          batch_size=2, fc_mode=fc_mode)
+    out = tmp_path / fc_mode
+    port = 29600 + (0 if fc_mode == "data_parallel" else 1)
+    result = run_faceflow(["train", str(config), "--out", str(out), "--nproc-per-node", "2",
+                           "--master-port", str(port)], timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 process(es)" not in result.stdout and "2 process(es), batch 4" in result.stdout
+    assert _steps(out) == [3]
+    state = read_checkpoint_meta(out / "checkpoints" / "step_000003")[1]
+    assert state["world_size"] == 2
+
+
+def test_world_size_must_divide_part_count(tmp_path):
+    data = make_ofrecord(tmp_path / "three", classes=3, per_class=2, parts=3)
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data), num_classes=3)
+    result = run_faceflow(["train", str(config), "--out", str(tmp_path / "out"), "--nproc-per-node", "2"])
+    assert result.returncode == 1
+    assert "3 OFRecord parts cannot be split evenly over 2 ranks" in result.stderr
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_config_error_names_the_key(tmp_path, data_dir):
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir))
+    result = run_faceflow(["train", str(config), "--set", "batch_size=-1"])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "faceflow train: error: batch_size: must be > 0, got -1"
