@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--emb", type=int, default=512)
     parser.add_argument("--one", nargs=2, metavar=("CASE", "CLASSES"), help=argparse.SUPPRESS)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {}
     for classes in args.classes:
-        for case in CASES:
+        for case in args.cases:
             cmd = [sys.executable, __file__, "--one", case, str(classes), "--steps", str(args.steps),
                    "--batch", str(args.batch), "--emb", str(args.emb)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -86,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"  (FC part {row['peak_mib'] - row['baseline_mib']:8.0f} MiB)", flush=True)
     print("\nratios vs full FC (goal at 1M: time <= 0.25, peak memory <= 0.5):")
     for classes in args.classes:
-        full = results[(classes, "full")]
-        for case in CASES[1:]:
+        full = results.get((classes, "full"))
+        if full is None:
+            continue
+        for case in [case for case in args.cases if case != "full"]:
             row = results[(classes, case)]
             fc_ratio = (row["peak_mib"] - row["baseline_mib"]) / (full["peak_mib"] - full["baseline_mib"])
             print(f"{classes:>9,d} classes  {case:<9}  time {row['seconds'] / full['seconds']:.3f}x  "

@@ -92,6 +92,38 @@ def run_case(fc_mode: str, loss: str, rate: float, data: dict[str, np.ndarray]) 
             "class_grad": class_grad, "sampled": sampled}
 
 
+GRAPH_LR = 0.1
+
+
+def run_graph_case(fc_mode: str, loss: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One nn.Graph step (forward, backward, plain SGD lr 0.1): loss and the updated weights."""
+    placement = all_ranks_placement("cpu")
+    classes = len(data["weight"])
+    config = {"loss": loss, "margins": None, "fc_mode": fc_mode, "num_classes": classes, "embedding_size": EMB}
+    head = build_head(config, placement)
+    set_class_weight(head, data["weight"], data["bias"])
+    backbone = nn.Linear(IN_FEATURES, EMB, bias=False).to_global(placement=placement, sbp=flow.sbp.broadcast)
+    with flow.no_grad():
+        backbone.weight.copy_(_global(data["backbone"], placement, flow.sbp.broadcast))
+    optimizer = flow.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=GRAPH_LR)
+
+    class TrainStep(nn.Graph):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.head = backbone, head
+            self.add_optimizer(optimizer)
+
+        def build(self, x: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
+            value = self.head(self.backbone(x), labels)
+            value.backward()
+            return value
+
+    value = TrainStep()(_global(data["x"], placement, flow.sbp.split(0)),
+                        _global(data["labels"], placement, flow.sbp.split(0)))
+    return {"loss": np.array(float(_numpy(value))), "backbone": _numpy(backbone.weight),
+            "weight": _numpy(head.weight)[:classes]}
+
+
 def main(out_path: str) -> None:
     """Run every case on this process group; rank 0 writes `out_path` (npz, keys `{case}/{field}`)."""
     results: dict[str, np.ndarray] = {}
@@ -99,6 +131,13 @@ def main(out_path: str) -> None:
         fc_mode, loss, rate, classes = case
         for field, value in run_case(fc_mode, loss, rate, problem(classes)).items():
             results[f"{case_name(case)}/{field}"] = value
+    for fc_mode in ("model_parallel", "data_parallel"):
+        for field, value in run_graph_case(fc_mode, "arcface", problem()).items():
+            results[f"graph-{fc_mode}/{field}"] = value
+    dp_head = build_head({"loss": "arcface", "fc_mode": "data_parallel", "num_classes": CLASSES,
+                          "embedding_size": EMB}, all_ranks_placement("cpu"))
+    per_rank = dp_head.weight.to_local().to_global(placement=dp_head.weight.placement, sbp=flow.sbp.split(0))
+    results["data_parallel_init_per_rank"] = _numpy(per_rank).reshape(-1, CLASSES, EMB)
     if flow.env.get_rank() == 0:
         np.savez(out_path, **results)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts" / "slurm"
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
-SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "WorkDir")
+SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "AllocTRES", "WorkDir")
 
 
 def missing_packages() -> list[str]:
@@ -93,7 +94,7 @@ def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
         pytest.skip(problem)
     root = Path(tempfile.mkdtemp(prefix="faceflow-slurm-"))
     request.addfinalizer(lambda: stop_cluster(root))
-    env = {**os.environ, "USER": os.environ.get("USER", "root")}
+    env = {**os.environ, "USER": os.environ.get("USER", "root"), "PYTHON": sys.executable}
     started = subprocess.run(["bash", str(SCRIPTS / "start.sh"), str(root)], env=env,
                              capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, f"start.sh failed:\n{started.stderr}"

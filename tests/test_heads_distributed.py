@@ -87,3 +87,24 @@ def test_partial_fc_sample_keeps_positives_and_matches_subset_full_fc(two_rank_r
     np.testing.assert_allclose(got["class_grad"][real], ref["class_grad"], **TOL)
     unsampled = np.setdiff1d(np.arange(case[3]), real)
     assert np.all(got["class_grad"][unsampled] == 0.0)
+
+
+@pytest.mark.distributed
+def test_data_parallel_weight_is_identical_on_every_rank(two_rank_results: dict) -> None:
+    per_rank = two_rank_results["data_parallel_init_per_rank"]
+    assert per_rank.shape == (2, worker.CLASSES, worker.EMB)
+    assert np.array_equal(per_rank[0], per_rank[1]) and np.std(per_rank[0]) == pytest.approx(0.01, rel=0.5)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("fc_mode", ["model_parallel", "data_parallel"])
+def test_graph_step_on_two_ranks_equals_single_process_eager(two_rank_results: dict, fc_mode: str) -> None:
+    """nn.Graph on 2 ranks: loss and SGD-updated backbone/class weights == one-process eager full FC."""
+    data = worker.problem()
+    ref = worker.run_case("data_parallel", "arcface", 1.0, data)
+    prefix = f"graph-{fc_mode}/"
+    np.testing.assert_allclose(two_rank_results[prefix + "loss"], ref["loss"], **TOL)
+    np.testing.assert_allclose(two_rank_results[prefix + "backbone"],
+                               data["backbone"] - worker.GRAPH_LR * ref["backbone_grad"], **TOL)
+    np.testing.assert_allclose(two_rank_results[prefix + "weight"],
+                               data["weight"] - worker.GRAPH_LR * ref["class_grad"], **TOL)

@@ -2,6 +2,7 @@
 single-node SLURM cluster (tests/slurm_cluster.py) and checks that SLURM ran its jobs."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 TARGET = "results/ofrecord/synthetic/val/lfw"
 RULES = {"synth_synthetic", "convert_bin"}
+GPU_RULE = "convert_bin"
+# How each profile turns a job's GPU need into sbatch's --gres (the test cluster has 2 fake GPUs).
+GPU_REQUEST = {"slurm": f"{GPU_RULE}:slurm_extra=--gres=gpu:1", "cluster-generic": f"{GPU_RULE}:gpu=1"}
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -43,8 +47,9 @@ def test_profile_runs_workflow_target_on_slurm(profile: str, slurm_cluster: Slur
                                               tmp_path: Path) -> None:
     workdir = tiny_workdir(tmp_path / "work")
     env = {**slurm_cluster.env, "PATH": f"{VENV_BIN}:{slurm_cluster.env.get('PATH', '')}"}
-    cmd = [str(VENV_BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--profile", str(REPO / "profiles" / profile), TARGET]
+    cmd = [str(VENV_BIN / "snakemake"), TARGET, "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--profile", str(REPO / "profiles" / profile),
+           "--set-resources", GPU_REQUEST[profile]]
     done = subprocess.run(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + "\n" + slurm_cluster.log_tail()
@@ -54,10 +59,19 @@ def test_profile_runs_workflow_target_on_slurm(profile: str, slurm_cluster: Slur
     jobs = finished_jobs(slurm_cluster, workdir, len(RULES))
     assert len(jobs) == len(RULES), jobs
     assert all(job["State"] == "COMPLETED" for job in jobs), jobs
+    rules = rule_of_job(profile, done.stdout, jobs)
+    assert sorted(rules.values()) == sorted(RULES), (rules, jobs)
     for job in jobs:
-        assert f"SLURM jobid {job['JobIDRaw']}" in done.stdout or f"'{job['JobIDRaw']}'" in done.stdout
+        has_gpu = "gres/gpu=1" in job["AllocTRES"]
+        assert has_gpu == (rules[job["JobIDRaw"]] == GPU_RULE), job
+
+
+def rule_of_job(profile: str, log: str, jobs: list[dict[str, str]]) -> dict[str, str]:
+    """{SLURM job id: rule}: the SLURM executor names jobs by run and logs to slurm_logs/rule_R/ID.log,
+    the generic profile names them smk-RULE."""
     if profile == "cluster-generic":
-        assert {job["JobName"] for job in jobs} == {f"smk-{rule}" for rule in RULES}
+        return {job["JobIDRaw"]: job["JobName"].removeprefix("smk-") for job in jobs}
+    return dict(re.findall(r"SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", log))
 
 
 def test_cluster_status_script_maps_slurm_states(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:

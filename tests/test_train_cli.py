@@ -64,13 +64,13 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_d
 @pytest.mark.parametrize("fc_mode", ["data_parallel", "model_parallel"])
 def test_two_process_training_completes(tmp_path, data_dir, fc_mode):
     config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=3, checkpoint_every=3,
-                          batch_size=2, fc_mode=fc_mode)
+                          fc_mode=fc_mode)
     out = tmp_path / fc_mode
     port = 29600 + (0 if fc_mode == "data_parallel" else 1)
     result = run_faceflow(["train", str(config), "--out", str(out), "--nproc-per-node", "2",
                            "--master-port", str(port)], timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "1 process(es)" not in result.stdout and "2 process(es), batch 4" in result.stdout
+    assert "1 process(es)" not in result.stdout and "2 process(es), batch 8" in result.stdout
     assert _steps(out) == [3]
     state = read_checkpoint_meta(out / "checkpoints" / "step_000003")[1]
     assert state["world_size"] == 2

@@ -55,7 +55,7 @@ def parity_images(args: argparse.Namespace) -> np.ndarray:
 
 def describe(what: str, parity: Parity) -> str:
     """One result line: path, max abs diff, min cosine, image count."""
-    return (f"{what}: max_abs_diff {parity.max_abs_diff:.3g}, min_cosine {parity.min_cosine:.8f} "
+    return (f"{what}: max_abs_diff {parity.max_abs_diff:.3g}, min_cosine {parity.min_cosine:.10f} "
             f"on {parity.images} images (OneFlow reference)")
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
         record = export_bundle(args.checkpoint, args.export_dir, parse_formats(args.formats), images, opset)
         for name, result in record["formats"].items():
             print(f"{args.export_dir}/{result['path']} ({name}): max_abs_diff {result['max_abs_diff']:.3g}, "
-                  f"min_cosine {result['min_cosine']:.8f} on {result['images']} images")
+                  f"min_cosine {result['min_cosine']:.10f} on {result['images']} images")
         print(json.dumps({"export_json": f"{args.export_dir}/export.json", "step": record["step"]}))
         return 0
     model, _, _ = load_backbone(args.checkpoint)

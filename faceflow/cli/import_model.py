@@ -35,5 +35,5 @@ def main(argv: list[str]) -> int:
     images = bin_faces(args.images, args.parity_images) if args.images else drawn_faces(args.parity_images)
     parity = import_mxnet_checkpoint(args.prefix, args.epoch, args.network, args.out, images, args.embedding_size)
     print(f"{args.out}: imported {args.prefix}-{args.epoch:04d}.params as {args.network}; "
-          f"max_abs_diff {parity.max_abs_diff:.3g}, min_cosine {parity.min_cosine:.8f} on {parity.images} images")
+          f"max_abs_diff {parity.max_abs_diff:.3g}, min_cosine {parity.min_cosine:.10f} on {parity.images} images")
     return 0

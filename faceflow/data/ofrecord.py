@@ -10,7 +10,9 @@ import os
 import struct
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator
+from typing import Iterator, Sequence
+
+import numpy as np
 
 import faceflow  # noqa: F401  (loads the libraries oneflow needs before its protobuf modules)
 from oneflow.core.record import record_pb2
@@ -64,6 +66,19 @@ def _field(tag: int, payload: bytes) -> bytes:
     return bytes([tag]) + _varint(len(payload)) + payload
 
 
+_VARINT_SHIFTS = np.arange(0, 35, 7, dtype=np.int64)
+
+
+def _varint_lengths(values: np.ndarray) -> np.ndarray:
+    return 1 + (values >= 1 << 7) + (values >= 1 << 14) + (values >= 1 << 21) + (values >= 1 << 28)
+
+
+def _varint_slots(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Protobuf varints of values in [0, 2^35) as (n, 5) uint8; slots past `lengths` are don't-care."""
+    more = (np.arange(5) < (lengths[:, None] - 1)) << 7
+    return (((values[:, None] >> _VARINT_SHIFTS) & 0x7F) | more).astype(np.uint8)
+
+
 class FramedRecordEncoder:
     """Fast path for conversion: a length-prefixed OFRecord of one bytes and one int32 feature, as pieces.
 
@@ -81,12 +96,20 @@ class FramedRecordEncoder:
         self._names = (bytes_name, int_name)
         self._heads: dict[tuple[int, int], bytes] = {}
         self._tails: dict[int, bytes] = {}
+        self._layout: tuple[dict[str, slice], np.ndarray, np.ndarray] | None = None
+        # Tail = prefix (depends only on the value's varint length) + varint(value).
+        prefixes = [self._tail((1 << 7 * (n - 1)) if n > 1 else 0)[:-n] for n in range(1, 6)]
+        if len({len(p) for p in prefixes}) != 1:
+            raise ValueError("feature names too long for single-byte nested lengths")
+        self._tail_prefix = np.frombuffer(b"".join([prefixes[0]] + prefixes), np.uint8).reshape(6, -1)
         sample = b"\xff\xd8" * 70
         expected = record_pb2.OFRecord()
         expected.feature[bytes_name].bytes_list.value.append(sample)
         expected.feature[int_name].int32_list.value.append(300)
         serialized = expected.SerializeToString(deterministic=True)
-        if b"".join(self.encode(sample, 300)) != _LENGTH.pack(len(serialized)) + serialized:
+        glue, cuts = self.glue(np.array([len(sample)]), np.array([300]))
+        bulk = glue[:cuts[1]] + sample + glue[cuts[1]:]
+        if not b"".join(self.encode(sample, 300)) == bulk == _LENGTH.pack(len(serialized)) + serialized:
             raise RuntimeError("FramedRecordEncoder disagrees with record_pb2 serialization")
 
     def _tail(self, value: int) -> bytes:
@@ -113,6 +136,63 @@ class FramedRecordEncoder:
         length = len(data)
         head = self._heads.get((length, len(tail))) or self._head(length, len(tail))
         return head, data, tail
+
+    def glue(self, lengths: np.ndarray, values: np.ndarray) -> tuple[bytes, list[int]]:
+        """Framing of m consecutive records in one buffer, computed in bulk: (glue, cuts) such that
+        glue[cuts[0]:cuts[1]] + data_0 + glue[cuts[1]:cuts[2]] + data_1 + ... + glue[cuts[m]:cuts[m+1]]
+        equals the concatenated `encode(data_i, values_i)` (row k holds tail k-1, then head k).
+
+        Each row is laid out in fixed slots (varints get 5) with a mask of the slots in use, then
+        compacted once.
+        """
+        lengths = np.asarray(lengths, np.int64)
+        values = np.asarray(values, np.int64)
+        m = len(lengths)
+        if m and not (0 <= values.min() and values.max() < 1 << 31):
+            bad = values[(values < 0) | (values >= 1 << 31)][0]
+            raise ValueError(f"{self._names[1]} {bad} outside the non-negative int32 range")
+        if m and not (0 <= lengths.min() and lengths.max() < 1 << 29):
+            raise ValueError("record data must be shorter than 2^29 bytes")
+        layout, template, used = self._row_layout()
+        rows = np.repeat(template[None], m + 1, 0)
+        mask = np.repeat(used[None], m + 1, 0)
+        vl = _varint_lengths(values)
+        a0 = _varint_lengths(lengths)
+        l1 = 1 + a0 + lengths
+        a1 = _varint_lengths(l1)
+        l2 = 1 + a1 + l1
+        a2 = _varint_lengths(l2)
+        l3 = len(self._bytes_key) + 1 + a2 + l2
+        a3 = _varint_lengths(l3)
+        total = 1 + a3 + l3 + self._tail_prefix.shape[1] + vl
+        slot = np.arange(5)
+        rows[1:, layout["prefix"]] = self._tail_prefix[vl]
+        for name, v, n in (("value", values, vl), ("l3", l3, a3), ("l2", l2, a2), ("l1", l1, a1), ("len", lengths, a0)):
+            head = name != "value"
+            sel = slice(0, m) if head else slice(1, m + 1)
+            rows[sel, layout[name]] = _varint_slots(v, n)
+            mask[sel, layout[name]] = slot < n[:, None]
+        rows[:m, layout["total"]] = total.astype(np.dtype("=i8")).view(np.uint8).reshape(m, 8)
+        mask[0, :layout["total"].start] = False  # no tail before the first head
+        mask[m, layout["total"].start:] = False  # no head after the last tail
+        return rows[mask].tobytes(), np.concatenate([[0], np.cumsum(mask.sum(1))]).tolist()
+
+    def _row_layout(self) -> tuple[dict[str, slice], np.ndarray, np.ndarray]:
+        """Slots of a glue row (tail prefix + value varint, then the head), its constant bytes and mask."""
+        if self._layout is None:
+            fields: list[tuple[str, bytes | int]] = [
+                ("prefix", self._tail_prefix.shape[1]), ("value", 5), ("total", 8), ("c0", b"\x0a"), ("l3", 5),
+                ("key", self._bytes_key), ("c1", b"\x12"), ("l2", 5), ("c2", b"\x0a"), ("l1", 5), ("c3", b"\x0a"),
+                ("len", 5)]
+            layout, template, used, pos = {}, [], [], 0
+            for name, spec in fields:
+                width = spec if isinstance(spec, int) else len(spec)
+                layout[name] = slice(pos, pos + width)
+                template += list(spec) if isinstance(spec, bytes) else [0] * width
+                used += [True] * width
+                pos += width
+            self._layout = layout, np.array(template, np.uint8), np.array(used)
+        return self._layout
 
 
 class PartsWriter:
@@ -156,17 +236,43 @@ class PartsWriter:
         if len(pending) >= self._FLUSH_PIECES:
             self._flush(part)
 
+    def write_batch(self, encoder: FramedRecordEncoder, data: Sequence[bytes | memoryview], lengths: np.ndarray,
+                    values: np.ndarray) -> None:
+        """Append records (data_i, int value_i) round-robin, framed in bulk and written with few `writev`s.
+
+        `lengths[i]` must be `len(data[i])`. The data pieces are written before returning (views may
+        point into a reused buffer).
+        """
+        n = len(data)
+        first = self.records % self.num_parts
+        for i in range(min(self.num_parts, n)):
+            part = (first + i) % self.num_parts
+            self._flush(part)
+            pick = slice(i, n, self.num_parts)
+            glue, cuts = encoder.glue(lengths[pick], values[pick])
+            view = memoryview(glue)
+            pieces: list[bytes | memoryview] = [view] * (2 * len(cuts) - 3)
+            pieces[0::2] = [view[a:b] for a, b in zip(cuts, cuts[1:])]
+            pieces[1::2] = data[pick]
+            self._writev(part, pieces, len(glue) + int(lengths[pick].sum()))
+        self.records += n
+
+    def _writev(self, part: int, pieces: list[bytes | memoryview], total: int) -> None:
+        fd = self._fds[part]
+        for i in range(0, len(pieces), self._FLUSH_PIECES):
+            chunk = pieces[i:i + self._FLUSH_PIECES]
+            written = os.writev(fd, chunk)
+            if written < sum(map(len, chunk)):  # a short write (signal, > 2 GB): finish with plain writes
+                rest = memoryview(b"".join(chunk))[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+        self.bytes += total
+
     def _flush(self, part: int) -> None:
         pending = self._pending[part]
         if not pending:
             return
-        total = sum(len(p) for p in pending)
-        written = os.writev(self._fds[part], pending)
-        if written < total:
-            rest = memoryview(b"".join(pending))[written:]
-            while rest:
-                rest = rest[os.write(self._fds[part], rest):]
-        self.bytes += total
+        self._writev(part, pending, sum(len(p) for p in pending))
         pending.clear()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

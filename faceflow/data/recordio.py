@@ -7,6 +7,7 @@ Both layouts are read: InsightFace (record 0 is a header with flag > 0) and im2r
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -44,6 +45,51 @@ class ImageRecord:
     label: int
     raw_label: float | np.ndarray
     image: bytes
+
+
+class ImageChunk(NamedTuple):
+    """Records of a key list parsed in bulk: record i's image is `buffer[starts[i]:ends[i]]`.
+
+    `labels` holds the float label (the first element of array labels). Records the bulk parser
+    cannot vouch for (bad framing, continuation parts, larger than the buffer) have `regular` False:
+    read those with `RecordDataset.read`, which returns them or raises their error. `array` is
+    `buffer` as uint8; both are valid only until the next chunk is requested.
+    """
+
+    keys: np.ndarray
+    buffer: memoryview
+    array: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    labels: np.ndarray
+    regular: np.ndarray
+
+
+_HEAD_BYTES = np.arange(_FRAME.size + _IR.size)
+
+
+def _parse_frames(data: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(starts, ends, labels, framed, regular) of the records framed at `rel` in `data`, vectorised.
+
+    framed: magic, single-part flag and IRHeader are sound; regular: also the whole record is in `data`.
+    """
+    filled = len(data)
+    fits = rel + _HEAD_BYTES.size <= filled
+    raw = data[np.where(fits, rel, 0)[:, None] + _HEAD_BYTES] if filled >= _HEAD_BYTES.size else \
+        np.zeros((len(rel), _HEAD_BYTES.size), np.uint8)
+    words = np.ascontiguousarray(raw[:, :16]).view("=u4")
+    magic, lrec, flag = words[:, 0], words[:, 1], words[:, 2].astype(np.int64)
+    labels = words[:, 3].copy().view("=f4").astype(np.float64)
+    length = (lrec & _LEN_MASK).astype(np.int64)
+    ends = rel + _FRAME.size + length
+    starts = rel + _HEAD_BYTES.size + 4 * flag
+    framed = fits & (magic == MAGIC) & (lrec >> 29 == 0) & (length >= _IR.size) & (starts <= ends)
+    regular = framed & (ends <= filled)
+    array = np.flatnonzero(regular & (flag > 0))
+    if array.size:
+        first = data[(rel[array] + _HEAD_BYTES.size)[:, None] + np.arange(4)]
+        labels[array] = first.view("=f4")[:, 0]
+    return starts, ends, labels, framed, regular
 
 
 def pack_payload(header: IRHeader, image: bytes = b"") -> bytes:
@@ -185,6 +231,12 @@ def read_index(idx_path: str | Path) -> dict[int, int]:
     except FileNotFoundError:
         raise DataFormatError(
             f"{idx_path}: index missing (rebuild it with `faceflow index {idx_path.parent}`)") from None
+    tokens = text.split()
+    if len(tokens) == 2 * text.count("\t") == 2 * text.count("\n") and " " not in text and "\r" not in text:
+        try:  # the common, well-formed case in bulk; anything else gets the line-by-line errors below
+            return dict(zip(map(int, tokens[0::2]), map(int, tokens[1::2])))
+        except ValueError:
+            pass
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -329,12 +381,13 @@ class RecordDataset:
         self.index = read_index(self.idx_path)
         self.property = read_property(self.data_dir)
         self.rec = RecordFile(self.rec_path)
-        for key, offset in self.index.items():
-            if not 0 <= offset < self.rec.size:
-                self.rec.close()
-                raise DataFormatError(
-                    f"{self.idx_path}: key {key}: offset {offset} past the end of {self.rec_path.name} "
-                    f"({self.rec.size} bytes); rebuild with `faceflow index {self.data_dir}`")
+        offsets = np.fromiter(self.index.values(), np.int64, len(self.index))
+        for i in np.flatnonzero((offsets < 0) | (offsets >= self.rec.size))[:1].tolist():
+            key, offset = list(self.index)[i], int(offsets[i])
+            self.rec.close()
+            raise DataFormatError(
+                f"{self.idx_path}: key {key}: offset {offset} past the end of {self.rec_path.name} "
+                f"({self.rec.size} bytes); rebuild with `faceflow index {self.data_dir}`")
         self.header: IRHeader | None = None
         self.image_keys = list(self.index)
         self.identity_ranges: list[tuple[int, int]] | None = None
@@ -344,7 +397,35 @@ class RecordDataset:
                 self.header = header
                 first, end = int(header.label[0]), int(header.label[1])
                 self.image_keys = list(range(1, first))
-                self.identity_ranges = [self._identity_range(k) for k in range(first, end)]
+                self.identity_ranges = self._identity_ranges_bulk(first, end) or \
+                    [self._identity_range(k) for k in range(first, end)]
+
+    _BULK_SPAN = 1 << 26
+
+    def _identity_ranges_bulk(self, first: int, end: int) -> list[tuple[int, int]] | None:
+        """The identity records' [start, end) labels parsed with numpy from one read, or None when any
+        of them needs the per-record path (missing, malformed, scattered over the file)."""
+        index = self.index
+        if end <= first or any(k not in index for k in range(first, end)):
+            return None
+        offsets = np.fromiter((index[k] for k in range(first, end)), np.int64, end - first)
+        need = _FRAME.size + _IR.size + 8
+        lo, hi = int(offsets.min()), int(offsets.max()) + need
+        if hi - lo > self._BULK_SPAN:
+            return None
+        data = np.frombuffer(os.pread(self.rec._fd, hi - lo, lo), np.uint8)
+        rel = offsets - lo
+        if len(data) < hi - lo:
+            return None
+        raw = data[rel[:, None] + np.arange(need)]
+        magic, lrec, flag = (np.ascontiguousarray(raw[:, :12]).view("=u4")[:, i] for i in range(3))
+        length = (lrec & _LEN_MASK).astype(np.int64)
+        ok = (magic == MAGIC) & (lrec >> 29 == 0) & (flag >= 2) & (_IR.size + 4 * flag.astype(np.int64) <= length) \
+            & (rel + _FRAME.size + length <= len(data))
+        if not ok.all():
+            return None
+        bounds = np.trunc(np.ascontiguousarray(raw[:, 32:40]).view("=f4").astype(np.float64)).astype(np.int64)
+        return list(zip(bounds[:, 0].tolist(), bounds[:, 1].tolist()))
 
     def _identity_range(self, key: int) -> tuple[int, int]:
         if key not in self.index:
@@ -436,6 +517,58 @@ class RecordDataset:
                 batch.append((key, int(header.label[0]) if header.flag > 0 else int(header.label), image))
         if batch:
             yield batch
+
+    def image_chunks(self, keys: Sequence[int], buffer_size: int = 1 << 22, chunk_records: int = 4096
+                     ) -> Iterator[ImageChunk]:
+        """`keys` in order as ImageChunks whose framing and headers are parsed with numpy.
+
+        Keys in file order are read a window (`buffer_size` bytes, one `preadv`, reused) at a time;
+        other orders go through a read-only mmap of the file, `chunk_records` records at a time.
+        """
+        keys = np.asarray(keys, np.int64).reshape(-1)
+        n = len(keys)
+        if n == 0:
+            return
+        index = self.index
+        offsets = np.fromiter((index[k] for k in keys.tolist()), np.int64, n)
+        if bool(np.all(offsets[1:] > offsets[:-1])):
+            yield from self._window_chunks(keys, offsets, buffer_size)
+            return
+        mapped = mmap.mmap(self.rec._fd, 0, access=mmap.ACCESS_READ)
+        try:
+            view = memoryview(mapped)
+            data = np.frombuffer(mapped, np.uint8)
+            for lo in range(0, n, chunk_records):
+                rel = offsets[lo:lo + chunk_records]
+                starts, ends, labels, _, regular = _parse_frames(data, rel)
+                yield ImageChunk(keys[lo:lo + chunk_records], view, data, starts, ends, labels, regular)
+            del data
+            view.release()
+        finally:
+            try:
+                mapped.close()
+            except BufferError:  # a caller still holds a view: the mapping goes with the last one
+                pass
+
+    def _window_chunks(self, keys: np.ndarray, offsets: np.ndarray, buffer_size: int) -> Iterator[ImageChunk]:
+        buf = bytearray(buffer_size)
+        view = memoryview(buf)
+        data = np.frombuffer(buf, np.uint8)
+        fd, size, n, pos = self.rec._fd, self.rec.size, len(keys), 0
+        while pos < n:
+            base = int(offsets[pos])
+            filled = os.preadv(fd, [view], base)
+            stop = max(int(np.searchsorted(offsets, base + filled - _HEAD_BYTES.size, "right")), pos + 1)
+            rel = offsets[pos:stop] - base
+            starts, ends, labels, framed, regular = _parse_frames(data[:filled], rel)
+            if base + filled < size:  # a sound record cut by the window end starts the next window
+                cut = np.flatnonzero(framed[1:] & ~regular[1:]) + 1
+                if cut.size:
+                    m = int(cut[0])
+                    stop, rel, starts, ends, labels, regular = (pos + m, rel[:m], starts[:m], ends[:m], labels[:m],
+                                                                regular[:m])
+            yield ImageChunk(keys[pos:stop], view, data, starts, ends, labels, regular)
+            pos = stop
 
     def __len__(self) -> int:
         return len(self.image_keys)

@@ -9,7 +9,6 @@ import numpy as np
 from PIL import Image
 
 SIZE = 112
-N_FRECKLES = 10
 N_TEXTURE = 3
 
 _HAIR_PALETTE = np.array(
@@ -69,9 +68,8 @@ def sample_identity(rng: np.random.Generator) -> dict[str, np.ndarray]:
     p["tex_f"] = u(0.15, 0.55, (N_TEXTURE, 2)) * rng.choice([-1, 1], (N_TEXTURE, 2))
     p["tex_ph"] = u(0, 2 * np.pi, N_TEXTURE)
     p["tex_amp"] = u(0.0, 0.1) * np.ones(N_TEXTURE) / N_TEXTURE
-    p["frk_u"] = u(-24, 24, N_FRECKLES)
-    p["frk_v"] = u(-4, 14, N_FRECKLES)
-    p["frk_on"] = (np.arange(N_FRECKLES) < rng.integers(0, N_FRECKLES + 1) * (u(0, 1) < 0.5)).astype(float)
+    p["frk_phase"] = u(0, 2 * np.pi, 2)
+    p["freckles"] = u(0.5, 0.8) * (u(0, 1) < 0.45)
     p["mole_u"] = u(-22, 22)
     p["mole_v"] = u(-20, 30)
     p["mole_on"] = float(u(0, 1) < 0.35)
@@ -96,9 +94,11 @@ def sample_nuisance(rng: np.random.Generator, n: int, profile: str = "frontal", 
     if profile == "frontal":
         q["yaw"] = u(-0.28, 0.28, n)
     elif profile == "profile":
-        q["yaw"] = side * u(0.5, 0.8, n)
+        q["yaw"] = side * u(0.55, 0.9, n)
+    elif profile == "mixed":
+        q["yaw"] = np.where(u(0, 1, n) < 0.3, side * u(0.3, 0.9, n), u(-0.28, 0.28, n))
     else:
-        q["yaw"] = np.where(u(0, 1, n) < 0.3, side * u(0.3, 0.8, n), u(-0.28, 0.28, n))
+        raise ValueError(f"profile: expected frontal, mixed or profile, got {profile!r}")
     q["gain"] = u(0.75, 1.2, n)
     q["grad"] = u(0.0, 0.5, n)[:, None] * _unit(rng, n)
     q["cast"] = u(-0.05, 0.05, (n, 3))
@@ -110,15 +110,16 @@ def sample_nuisance(rng: np.random.Generator, n: int, profile: str = "frontal", 
     q["brow_up"] = u(-1.0, 3.0, n)
     q["eye_open"] = np.where(u(0, 1, n) < 0.12, u(0.1, 0.4, n), u(0.75, 1.05, n))
     q["age"] = u(age[0], age[1], n)
-    q["occ_kind"] = rng.choice([0, 1, 2], n, p=[0.72, 0.16, 0.12])  # none, block, sunglasses
+    q["occ_kind"] = rng.choice([0, 1, 2], n, p=[0.8, 0.12, 0.08])  # none, block, sunglasses
     q["occ_box"] = np.stack([u(-50, 25, n), u(-45, 25, n), u(18, 45, n), u(14, 36, n)], axis=1)
     q["occ_col"] = u(0, 255, (n, 3))
     q["noise"] = u(1.0, 7.0, n)
-    q["blur"] = np.where(u(0, 1, n) < 0.55, u(0.3, 1.4, n), 0.0)
+    q["blur"] = np.where(u(0, 1, n) < 0.4, u(0.3, 1.3, n), 0.0)
     return {k: np.asarray(v, dtype=np.float32) for k, v in q.items()}
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n random 2-D unit vectors (gradient directions)."""
     angle = rng.uniform(0, 2 * np.pi, n)
     return np.stack([np.cos(angle), np.sin(angle)], axis=1)
 
@@ -228,8 +229,8 @@ def _draw(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray], res: int) -
     eye_v = _b(ident["eye_v"])
     cheek = _ellipse(aui, v, _b(ident["eye_dx"] + 3), eye_v + 12, 10.0, 7.0) * face
     _paint(img, cheek * _b(ident["blush"]), (220, 70, 80))
-    dots = _sat((np.sin(ui * 1.1 + _b(ident["frk_u"][:, 0])) * np.sin(v * 1.1 + _b(ident["frk_v"][:, 0])) - 0.7) * 5.0)
-    _paint(img, dots * cheek * _b(ident["frk_on"].max(axis=1) * 0.7), skin * 0.62)
+    dots = _sat((np.sin(ui * 1.1 + _b(ident["frk_phase"][:, 0])) * np.sin(v * 1.1 + _b(ident["frk_phase"][:, 1])) - 0.7) * 5.0)
+    _paint(img, dots * cheek * _b(ident["freckles"]), skin * 0.62)
     mole = _ellipse(ui, v, _b(ident["mole_u"]), _b(ident["mole_v"]), 2.0, 2.0) * face
     wrinkles = _sat(np.sin(v * 1.3) * 2 - 1.2) * _sat((eye_v - 8 - v) * 0.3) * face * _b(np.clip(age - 0.3, 0, 1))
     _paint(img, np.maximum(mole * _b(ident["mole_on"]), wrinkles), skin * 0.45)

@@ -10,20 +10,14 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from faceflow.export.mxnet_runtime import mx
+from faceflow.models.iresnet import UNITS as IRESNET_UNITS
+from faceflow.models.mobilefacenet import STANDARD_BLOCKS as MBF_BLOCKS
 
 # faceflow trains on (x - 127.5) / 127.5; InsightFace's own symbols use (x - 127.5) * 0.0078125.
 INPUT_MEAN = 127.5
 INPUT_SCALE = 1.0 / 127.5
 
-IRESNET_UNITS: dict[str, tuple[int, ...]] = {
-    "r18": (2, 2, 2, 2),
-    "r34": (3, 4, 6, 3),
-    "r50": (3, 4, 14, 3),
-    "r100": (3, 13, 30, 3),
-    "r200": (6, 26, 60, 6),
-}
 IRESNET_FILTERS = (64, 64, 128, 256, 512)
-MBF_BLOCKS = (1, 4, 6, 2)
 MBF_CHANNELS = (64, 128, 256, 512)
 
 

@@ -27,8 +27,8 @@ def padded_rows(num_classes: int, world: int) -> int:
 
 
 def class_weight(rows: int, embedding_size: int, placement: flow.placement, sbp: flow.sbp.sbp) -> flow.Tensor:
-    """A global N(0, 0.01) class-weight tensor drawn directly in its sbp (each rank draws only its shard)."""
-    return flow.randn(rows, embedding_size, placement=placement, sbp=sbp) * INIT_STD
+    """A global N(0, 0.01) class-weight tensor drawn in its sbp (a shard per rank for split, identical for broadcast)."""
+    return flow.randn(rows, embedding_size, placement=placement, sbp=sbp).mul_(INIT_STD)
 
 
 def padding_logit_bias(num_classes: int, rows: int, placement: flow.placement) -> Optional[flow.Tensor]:

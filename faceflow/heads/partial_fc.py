@@ -142,9 +142,10 @@ class PartialFC(nn.Module):
             score[max(valid, 0):] = -1.0  # padding rows only when nothing else is left
         if positives.numel() > 0:
             score[positives] = 2.0
-        if positives.numel() > 0 and int(flow.unique(positives).numel()) > self.num_sample:
-            raise FaceflowError(f"partial_fc: {int(flow.unique(positives).numel())} positive classes on rank "
-                                f"{rank} exceed the {self.num_sample} sampled rows; raise sample_rate")
+            distinct = int(flow.unique(positives).numel())
+            if distinct > self.num_sample:
+                raise FaceflowError(f"partial_fc: {distinct} positive classes on rank {rank} exceed the "
+                                    f"{self.num_sample} sampled rows; raise sample_rate or set batch_size")
         index = flow.sort(flow.topk(score, self.num_sample).indices).values
         position = flow.zeros(self.num_local, dtype=flow.int64, device=device)
         position[index] = flow.arange(self.num_sample, dtype=flow.int64, device=device) + rank * self.num_sample

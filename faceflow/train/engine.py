@@ -92,6 +92,10 @@ class Trainer:
         np.random.seed(cfg["seed"])
         backbone = build_backbone(cfg["network"], embedding_size=cfg["embedding_size"],
                                   dropout=cfg["dropout"], **(cfg["network_kwargs"] or {}))
+        if self.world > 1:  # the same weights on every rank before they are declared broadcast
+            with flow.no_grad():
+                for tensor in list(backbone.parameters()) + list(backbone.buffers()):
+                    flow.comm.broadcast(tensor, 0)
         self.backbone = backbone.to_global(placement=self.placement, sbp=flow.sbp.broadcast)
         self.head = build_head(cfg, self.placement)
         self.params = [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]
@@ -233,6 +237,8 @@ class Trainer:
                              f"for {self.total} steps, {self.world} process(es), batch {self.global_batch}, "
                              f"{'graph' if self.graph is not None else 'eager'} on {self.device}"
                              f"{' with AMP' if self.amp else ''}")
+        if self.config["fp16"] and not self.amp:
+            self.log.message(f"note: fp16 (AMP) is CUDA-only; training in float32 on {self.device}")
         validate = self._validator()
         batches = self.batch_factory(self.config, self.placement, start)
         self._loop(start, batches, validate)

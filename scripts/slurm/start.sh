@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Start a throwaway single-node SLURM cluster (munge, mariadb, slurmdbd, slurmctld, slurmd) under DIR.
 # Everything (keys, configs, spool, logs, database, sockets) lives in DIR; daemons are started here,
-# not by systemd. Stop it with scripts/slurm/stop.sh DIR. Usage: start.sh [DIR]  (default: a new temp dir)
-# Daemon stdio goes to DIR/log/daemons.out. On success prints the cluster dir; `source DIR/env.sh` sets SLURM_CONF for sbatch/sacct/snakemake.
+# not by systemd, on free loopback ports. Usage: start.sh [DIR]  (default: a new temp dir).
+# On success prints DIR; `source DIR/env.sh` sets SLURM_CONF for sbatch/sacct/snakemake.
+# Stop it with scripts/slurm/stop.sh DIR. On failure the daemons started so far are stopped, DIR kept.
 set -euo pipefail
 
 DIR=${1:-$(mktemp -d /tmp/faceflow-slurm.XXXXXX)}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
+stop_on_failure() { [ $? -eq 0 ] || bash "$(dirname "${BASH_SOURCE[0]}")/stop.sh" "$DIR" --keep; }
+trap stop_on_failure EXIT
 CLUSTER=faceflow
 PARTITION=${SLURM_TEST_PARTITION:-debug}
 ACCOUNT=${SLURM_TEST_ACCOUNT:-faceflow}
+GPUS=${SLURM_TEST_GPUS:-2}  # fake GPUs, so that --gres=gpu:N is scheduled and accounted
 USERS="root ${USER:-root}"
 DB_PASS=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
@@ -30,7 +34,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION LOGFILE COMMAND...: poll COMMAND un
     die "$what did not come up within ${limit}s" "$log"
 }
 free_ports() {  # print N distinct free TCP ports on 127.0.0.1
-    python3 - "$1" <<'PY'
+    "${PYTHON:-python3}" - "$1" <<'PY'
 import socket, sys
 socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
@@ -81,6 +85,10 @@ LogFile=$DIR/log/slurmdbd.log
 DebugLevel=info
 CONF
 chmod 600 "$DIR/etc/slurmdbd.conf"
+for i in $(seq 0 $((GPUS - 1))); do  # a fake GPU is a link to /dev/null: slurmd only needs a device file
+    ln -sfn /dev/null "$DIR/run/gpu$i"
+    echo "NodeName=$HOST Name=gpu File=$DIR/run/gpu$i"
+done >"$DIR/etc/gres.conf"
 
 cat >"$SLURM_CONF" <<CONF
 ClusterName=$CLUSTER
@@ -116,7 +124,10 @@ SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
-$NODE_LINE NodeAddr=127.0.0.1 State=UNKNOWN
+DefMemPerCPU=1024
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
+$NODE_LINE NodeAddr=127.0.0.1 Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 

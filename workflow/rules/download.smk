@@ -41,7 +41,7 @@ for _ds in datasets_from("url"):
         conda:
             "../envs/faceflow.yaml"
         shell:
-            "faceflow download {params.url:q} {params.out} {params.sha256} > {log} 2>&1"
+            "FACEFLOW_LAZY_ONEFLOW=1 faceflow download {params.url:q} {params.out} {params.sha256} > {log} 2>&1"
 
 
 for _ds in datasets_from("path"):

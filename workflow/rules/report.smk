@@ -18,4 +18,4 @@ rule make_report:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow report {params.results} --out {params.out} --runs {params.runs} > {log} 2>&1"
+        "FACEFLOW_LAZY_ONEFLOW=1 faceflow report {params.results} --out {params.out} --runs {params.runs} > {log} 2>&1"
