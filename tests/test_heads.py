@@ -112,36 +112,40 @@ def test_bad_config_names_the_key(config: dict, key: str) -> None:
         _head(config)
 
 
-def _pfc_step(head: PartialFC, opt: flow.optim.Optimizer, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """One training step; returns the gradient rows (in sampled order)."""
+def _pfc_step(head: PartialFC, opt: flow.optim.Optimizer, x: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """One training step; returns the gradients of the activated weight (and bias) rows, in sampled order."""
     loss = head(_global(x, flow.sbp.split(0)), _global(labels, flow.sbp.split(0)))
     loss.backward()
-    grad = head.weight_activated.grad.to_local().numpy().copy()
+    grads = [p.grad.to_local().numpy().copy() for p in (head.weight_activated, head.bias_activated) if p is not None]
     opt.step()
     opt.zero_grad()
-    return grad
+    return grads
 
 
-def test_partial_fc_updates_only_sampled_rows_with_exact_momentum() -> None:
-    """Two SGD(momentum, weight decay) steps == per-class sparse SGD in numpy; unsampled rows never move."""
+@pytest.mark.parametrize("loss", ["arcface", "softmax"])
+def test_partial_fc_updates_only_sampled_rows_with_exact_momentum(loss: str) -> None:
+    """Three SGD(momentum, weight decay) steps == per-class sparse SGD in numpy; unsampled rows never move."""
     classes, lr, mu, wd = 200, 0.1, 0.9, 5e-4
     rng = np.random.default_rng(3)
-    head = build_head({"loss": "arcface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
+    head = build_head({"loss": loss, "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
                        "num_classes": classes, "embedding_size": E, "batch_size": B}, all_ranks_placement("cpu"))
     opt = flow.optim.SGD(head.parameters(), lr=lr, momentum=mu, weight_decay=wd)
     head.bind_optimizer(opt)
-    table = head.weight.to_local().numpy().copy()
-    velocity = np.zeros_like(table)
-    for step in range(3):
+    names = ["weight"] + (["bias"] if loss == "softmax" else [])
+    tables = [getattr(head, name).to_local().numpy().copy() for name in names]
+    velocities = [np.zeros_like(table) for table in tables]
+    for _ in range(3):
         labels = rng.integers(0, classes, B)
-        grad = _pfc_step(head, opt, rng.normal(size=(B, E)).astype(np.float32), labels)
+        grads = _pfc_step(head, opt, rng.normal(size=(B, E)).astype(np.float32), labels)
         sampled = head.sampled_classes
         assert len(sampled) == head.num_sample == 20 and set(labels) <= set(sampled)
-        velocity[sampled] = mu * velocity[sampled] + grad + wd * table[sampled]
-        table[sampled] -= lr * velocity[sampled]
+        for table, velocity, grad in zip(tables, velocities, grads):
+            velocity[sampled] = mu * velocity[sampled] + grad + wd * table[sampled]
+            table[sampled] -= lr * velocity[sampled]
     state = head.state_dict()  # writes the last step's rows back
-    np.testing.assert_allclose(state["weight"].to_local().numpy(), table, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(head.weight_mom.to_local().numpy(), velocity, rtol=1e-5, atol=1e-6)
+    for name, table, velocity in zip(names, tables, velocities):
+        np.testing.assert_allclose(state[name].to_local().numpy(), table, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state[f"{name}_mom"].to_local().numpy(), velocity, rtol=1e-5, atol=1e-6)
 
 
 def test_partial_fc_unsampled_rows_are_bit_identical_without_binding() -> None:
@@ -190,3 +194,15 @@ def test_head_runs_in_graph_mode_like_eager(fc_mode: str) -> None:
     as_np = lambda t: t.to_global(sbp=flow.sbp.broadcast).to_local().numpy()  # noqa: E731
     assert float(as_np(graph_loss)) == pytest.approx(float(as_np(eager_loss)), rel=1e-5)
     np.testing.assert_allclose(as_np(graphed.weight), as_np(eager.weight), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fc_mode", ["model_parallel", "partial_fc"])
+def test_checkpoint_from_another_world_size_loads(fc_mode: str) -> None:
+    """A class table saved with padding rows (e.g. 2 ranks: 14 rows for 13 classes) loads into 1 rank."""
+    source = _head({"fc_mode": fc_mode, "batch_size": B})
+    state = source.state_dict()
+    padded = np.concatenate([state["weight"].to_local().numpy(), np.zeros((1, E), np.float32)])
+    state["weight"] = _global(padded, state["weight"].sbp)
+    target = _head({"fc_mode": fc_mode, "batch_size": B})
+    target.load_state_dict(state)
+    np.testing.assert_array_equal(target.weight.to_local().numpy(), padded[:C])

@@ -82,6 +82,9 @@ def test_iresnet_parameter_count(name: str) -> None:
     model = build_backbone(name, 512)
     expected = iresnet_closed_form(IRESNET_UNITS[name], 512)
     assert _param_count(model) == expected == PINNED[(name, 512)]
+    # output shape without a forward pass: the E head maps the 512 x 7 x 7 map of a 112 x 112 input to 512
+    assert tuple(model.pre_fc1.weight.shape) == (512, 512 * 7 * 7) and model.fc1.num_features == 512
+    assert len(model.unit_names) == sum(IRESNET_UNITS[name])
 
 
 @pytest.mark.parametrize("emb", [128, 512])

@@ -74,9 +74,9 @@ def _varint_lengths(values: np.ndarray) -> np.ndarray:
 
 
 def _varint_slots(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Protobuf varints of values in [0, 2^35) as (n, 5) uint8; slots past `lengths` are don't-care."""
-    more = (np.arange(5) < (lengths[:, None] - 1)) << 7
-    return (((values[:, None] >> _VARINT_SHIFTS) & 0x7F) | more).astype(np.uint8)
+    """Protobuf varints of values in [0, 2^35) as (..., 5) uint8; slots past `lengths` are don't-care."""
+    more = (np.arange(5) < (lengths[..., None] - 1)) << 7
+    return (((values[..., None] >> _VARINT_SHIFTS) & 0x7F) | more).astype(np.uint8)
 
 
 class FramedRecordEncoder:
@@ -137,13 +137,14 @@ class FramedRecordEncoder:
         head = self._heads.get((length, len(tail))) or self._head(length, len(tail))
         return head, data, tail
 
-    def glue(self, lengths: np.ndarray, values: np.ndarray) -> tuple[bytes, list[int]]:
-        """Framing of m consecutive records in one buffer, computed in bulk: (glue, cuts) such that
-        glue[cuts[0]:cuts[1]] + data_0 + glue[cuts[1]:cuts[2]] + data_1 + ... + glue[cuts[m]:cuts[m+1]]
-        equals the concatenated `encode(data_i, values_i)` (row k holds tail k-1, then head k).
+    def glue(self, lengths: np.ndarray, values: np.ndarray, runs: Sequence[int] = (0,)) -> tuple[bytes, list[int]]:
+        """Framing of m records in one buffer, computed in bulk: (glue, cuts) with row k = glue[cuts[k]:cuts[k+1]].
 
-        Each row is laid out in fixed slots (varints get 5) with a mask of the slots in use, then
-        compacted once.
+        The records form consecutive runs starting at the indices `runs` (each run goes to one file).
+        Run r of records s..e-1 is rows s+r .. e+r interleaved with the data: row s+r + data_s +
+        row s+r+1 + data_{s+1} + ... + data_{e-1} + row e+r equals the concatenated
+        `encode(data_i, values_i)`. A row holds the previous record's tail, then the next one's head:
+        laid out in fixed slots (varints get 5) with a mask of the slots in use, compacted once.
         """
         lengths = np.asarray(lengths, np.int64)
         values = np.asarray(values, np.int64)
@@ -153,9 +154,21 @@ class FramedRecordEncoder:
             raise ValueError(f"{self._names[1]} {bad} outside the non-negative int32 range")
         if m and not (0 <= lengths.min() and lengths.max() < 1 << 29):
             raise ValueError("record data must be shorter than 2^29 bytes")
+        head_rows: slice | np.ndarray = slice(0, m)  # slices (cheaper) when there is one run
+        tail_rows: slice | np.ndarray = slice(1, m + 1)
+        if len(runs) > 1:
+            run_of = np.zeros(m, np.int64)
+            run_of[np.asarray(runs[1:], np.int64)] = 1
+            head_rows = np.arange(m) + np.cumsum(run_of)
+            tail_rows = head_rows + 1
         layout, template, used = self._row_layout()
-        rows = np.repeat(template[None], m + 1, 0)
-        mask = np.repeat(used[None], m + 1, 0)
+        rows = np.repeat(template[None], m + len(runs), 0)
+        mask = np.repeat(used[None], m + len(runs), 0)
+        split = layout["total"].start
+        mask[:, :split] = False
+        mask[tail_rows, :split] = True
+        mask[:, split:] = False
+        mask[head_rows, split:] = used[split:]
         vl = _varint_lengths(values)
         a0 = _varint_lengths(lengths)
         l1 = 1 + a0 + lengths
@@ -165,16 +178,15 @@ class FramedRecordEncoder:
         l3 = len(self._bytes_key) + 1 + a2 + l2
         a3 = _varint_lengths(l3)
         total = 1 + a3 + l3 + self._tail_prefix.shape[1] + vl
-        slot = np.arange(5)
-        rows[1:, layout["prefix"]] = self._tail_prefix[vl]
-        for name, v, n in (("value", values, vl), ("l3", l3, a3), ("l2", l2, a2), ("l1", l1, a1), ("len", lengths, a0)):
-            head = name != "value"
-            sel = slice(0, m) if head else slice(1, m + 1)
-            rows[sel, layout[name]] = _varint_slots(v, n)
-            mask[sel, layout[name]] = slot < n[:, None]
-        rows[:m, layout["total"]] = total.astype(np.dtype("=i8")).view(np.uint8).reshape(m, 8)
-        mask[0, :layout["total"].start] = False  # no tail before the first head
-        mask[m, layout["total"].start:] = False  # no head after the last tail
+        rows[tail_rows, layout["prefix"]] = self._tail_prefix[vl]
+        sizes = np.stack([vl, a3, a2, a1, a0])
+        slots = _varint_slots(np.stack([values, l3, l2, l1, lengths]), sizes)
+        in_use = np.arange(5) < sizes[..., None]
+        for i, name in enumerate(("value", "l3", "l2", "l1", "len")):
+            at = tail_rows if i == 0 else head_rows
+            rows[at, layout[name]] = slots[i]
+            mask[at, layout[name]] = in_use[i]
+        rows[head_rows, layout["total"]] = total.astype(np.dtype("=i8")).view(np.uint8).reshape(m, 8)
         return rows[mask].tobytes(), np.concatenate([[0], np.cumsum(mask.sum(1))]).tolist()
 
     def _row_layout(self) -> tuple[dict[str, slice], np.ndarray, np.ndarray]:
@@ -245,16 +257,24 @@ class PartsWriter:
         """
         n = len(data)
         first = self.records % self.num_parts
-        for i in range(min(self.num_parts, n)):
+        used = min(self.num_parts, n)
+        if used > 1:  # group the records by part: one glue computation for all parts
+            order = np.concatenate([np.arange(i, n, self.num_parts) for i in range(used)])
+            data = [data[i] for i in order.tolist()]
+            lengths, values = lengths[order], values[order]
+        bounds = [-(-(n - i) // self.num_parts) for i in range(used)]  # records per part, in order
+        runs = np.concatenate([[0], np.cumsum(bounds)]).tolist()
+        glue, cuts = encoder.glue(lengths, values, runs[:-1])
+        view = memoryview(glue)
+        rows = [view[a:b] for a, b in zip(cuts, cuts[1:])]
+        for i in range(used):
             part = (first + i) % self.num_parts
             self._flush(part)
-            pick = slice(i, n, self.num_parts)
-            glue, cuts = encoder.glue(lengths[pick], values[pick])
-            view = memoryview(glue)
-            pieces: list[bytes | memoryview] = [view] * (2 * len(cuts) - 3)
-            pieces[0::2] = [view[a:b] for a, b in zip(cuts, cuts[1:])]
-            pieces[1::2] = data[pick]
-            self._writev(part, pieces, len(glue) + int(lengths[pick].sum()))
+            start, end = runs[i], runs[i + 1]
+            pieces: list[bytes | memoryview] = [b""] * (2 * (end - start) + 1)
+            pieces[0::2] = rows[start + i:end + i + 1]
+            pieces[1::2] = data[start:end]
+            self._writev(part, pieces, cuts[end + i + 1] - cuts[start + i] + int(lengths[start:end].sum()))
         self.records += n
 
     def _writev(self, part: int, pieces: list[bytes | memoryview], total: int) -> None:

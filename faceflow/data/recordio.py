@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -26,6 +27,7 @@ _IR = struct.Struct("IfQQ")
 _F32 = struct.Struct("f")
 _LEN_MASK = (1 << 29) - 1
 REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
+CHUNK_BYTES = 1 << 22  # read window of RecordDataset.image_chunks: big enough to amortise, small enough to stay in cache
 
 
 class IRHeader(NamedTuple):
@@ -231,12 +233,18 @@ def read_index(idx_path: str | Path) -> dict[int, int]:
     except FileNotFoundError:
         raise DataFormatError(
             f"{idx_path}: index missing (rebuild it with `faceflow index {idx_path.parent}`)") from None
-    tokens = text.split()
-    if len(tokens) == 2 * text.count("\t") == 2 * text.count("\n") and " " not in text and "\r" not in text:
-        try:  # the common, well-formed case in bulk; anything else gets the line-by-line errors below
-            return dict(zip(map(int, tokens[0::2]), map(int, tokens[1::2])))
-        except ValueError:
-            pass
+    lines = text.count("\n")
+    if text.endswith("\n") and text.count("\t") == lines:  # the common well-formed case, parsed in bulk
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns (instead of raising) on text it cannot parse
+            try:
+                numbers = np.fromstring(text, dtype=np.int64, sep=" ")
+            except (ValueError, DeprecationWarning):
+                numbers = None
+        limits = np.iinfo(np.int64)
+        if numbers is not None and numbers.size == 2 * lines and not (
+                (numbers == limits.max) | (numbers == limits.min)).any():  # saturated: out of int64 range
+            return dict(zip(numbers[0::2].tolist(), numbers[1::2].tolist()))
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -518,13 +526,15 @@ class RecordDataset:
         if batch:
             yield batch
 
-    def image_chunks(self, keys: Sequence[int], buffer_size: int = 1 << 22, chunk_records: int = 4096
+    def image_chunks(self, keys: Sequence[int], buffer_size: int | None = None, chunk_records: int = 4096
                      ) -> Iterator[ImageChunk]:
         """`keys` in order as ImageChunks whose framing and headers are parsed with numpy.
 
-        Keys in file order are read a window (`buffer_size` bytes, one `preadv`, reused) at a time;
-        other orders go through a read-only mmap of the file, `chunk_records` records at a time.
+        Keys in file order are read a window (`buffer_size` bytes, default CHUNK_BYTES; one `preadv`
+        into a reused buffer) at a time; other orders go through a read-only mmap of the file,
+        `chunk_records` records at a time.
         """
+        buffer_size = buffer_size or CHUNK_BYTES
         keys = np.asarray(keys, np.int64).reshape(-1)
         n = len(keys)
         if n == 0:

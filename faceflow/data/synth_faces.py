@@ -99,10 +99,10 @@ def sample_nuisance(rng: np.random.Generator, n: int, profile: str = "frontal", 
         q["yaw"] = np.where(u(0, 1, n) < 0.3, side * u(0.3, 0.9, n), u(-0.28, 0.28, n))
     else:
         raise ValueError(f"profile: expected frontal, mixed or profile, got {profile!r}")
-    q["gain"] = u(0.75, 1.2, n)
+    q["gain"] = u(0.8, 1.16, n)
     q["grad"] = u(0.0, 0.5, n)[:, None] * _unit(rng, n)
-    q["cast"] = u(-0.05, 0.05, (n, 3))
-    q["gamma"] = u(0.88, 1.14, n)
+    q["cast"] = u(-0.035, 0.035, (n, 3))
+    q["gamma"] = u(0.9, 1.1, n)
     q["bg0"], q["bg1"] = u(0, 255, (n, 3)), u(0, 255, (n, 3))
     q["bg_dir"] = _unit(rng, n)
     q["smile"] = u(-0.025, 0.05, n)

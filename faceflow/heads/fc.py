@@ -40,6 +40,25 @@ def padding_logit_bias(num_classes: int, rows: int, placement: flow.placement) -
     return flow.tensor(bias, placement=placement, sbp=flow.sbp.broadcast).to_global(sbp=flow.sbp.split(0))
 
 
+def fit_class_rows(state_dict: dict, prefix: str, names: tuple[str, ...], num_classes: int, rows: int) -> None:
+    """Resize saved class tables to this head's row count (checkpoints from another world size).
+
+    Rows past `num_classes` are padding, so the first `num_classes` rows are kept and zero rows appended.
+    """
+    for name in names:
+        saved = state_dict.get(prefix + name)
+        if saved is None or saved.shape[0] == rows:
+            continue
+        kept = saved[:num_classes]
+        pad_shape = (rows - num_classes,) + tuple(saved.shape[1:])
+        if saved.is_global:
+            pad = flow.zeros(pad_shape, dtype=saved.dtype, placement=saved.placement, sbp=flow.sbp.broadcast)
+            kept = kept.to_global(sbp=flow.sbp.broadcast)
+        else:
+            pad = flow.zeros(pad_shape, dtype=saved.dtype, device=saved.device)
+        state_dict[prefix + name] = flow.cat([kept, pad], dim=0)
+
+
 def _row_max(logits: flow.Tensor, class_shards: int) -> flow.Tensor:
     """Detached row max; for class-split logits reduce each shard first so only `[B, world]` is exchanged."""
     logits = logits.detach()
@@ -95,6 +114,10 @@ class FullyConnectedHead(nn.Module):
             self.bias = None
         pad = padding_logit_bias(num_classes, rows, placement)
         self.register_buffer("logit_bias", pad, persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        fit_class_rows(state_dict, prefix, ("weight", "bias"), self.num_classes, self.weight.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, embeddings: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
         """Scalar loss for global `embeddings` [B, E] and `labels` [B] (both split(0) over the batch)."""

@@ -7,14 +7,15 @@ computed over them only; the next step (or `state_dict()`) writes the updated ro
 So the optimizer never sees the unsampled rows: their gradient is exactly 0 and momentum and weight
 decay cannot move them. Momentum of the sampled rows lives in the optimizer's state for
 `weight_activated`; after `bind_optimizer(opt)` it is swapped per class through the table `weight_mom`
-(exact, like arcface_torch's first Partial FC; costs one more table) or, with `keep_momentum=False`,
-reset to zero for each new sample (no extra memory). Without `bind_optimizer` the momentum stays with
-the slot, i.e. it leaks between the classes that occupy a slot on consecutive steps.
+(and `bias_mom` for softmax; exact, like arcface_torch's first Partial FC; costs one more table) or,
+with `keep_momentum=False`, reset to zero for each new sample (no extra memory). Without
+`bind_optimizer` the momentum stays with the slot, i.e. it leaks between the classes that occupy a
+slot on consecutive steps.
 
 S = int(n * r), raised to min(n, global batch) when that is larger so that every positive always fits,
 and equal on all ranks so that the sampled weight is an evenly split global tensor. Sampling is done per
-rank with ordinary local tensor ops (CPU and CUDA); on CUDA OneFlow's fused
-`nn.DistributedPariticalFCSample` picks the classes instead. Copying rows between the table and
+rank with ordinary local tensor ops (CPU and CUDA); `fused_sampler=True` lets OneFlow's CUDA-only
+`nn.DistributedPariticalFCSample` pick the classes instead (opt-in: it could not be tested without a GPU). Copying rows between the table and
 `weight_activated` uses `Tensor.to_local()`, which nn.Graph does not support: Partial FC runs eagerly.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ import oneflow as flow
 from oneflow import nn
 
 from faceflow.errors import FaceflowError
-from faceflow.heads.fc import class_weight, margin_softmax_loss, padded_rows, padding_logit_bias
+from faceflow.heads.fc import (class_weight, fit_class_rows, margin_softmax_loss, padded_rows,
+                               padding_logit_bias)
 from faceflow.heads.margins import Margins
 
 
@@ -43,7 +45,8 @@ class PartialFC(nn.Module):
     """Partial FC head: forward(embeddings, labels) -> loss over the sampled classes (eager mode)."""
 
     def __init__(self, num_classes: int, embedding_size: int, margins: Optional[Margins],
-                 placement: flow.placement, sample_rate: float, global_batch: Optional[int] = None) -> None:
+                 placement: flow.placement, sample_rate: float, global_batch: Optional[int] = None,
+                 fused_sampler: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.margins = margins
@@ -69,7 +72,7 @@ class PartialFC(nn.Module):
         self._optimizer: Optional[flow.optim.Optimizer] = None
         self._keep_momentum = True
         self._fused_sampler = None
-        if placement.type == "cuda":
+        if fused_sampler and placement.type == "cuda":  # CUDA-only kernel; not verifiable on this CPU machine
             self._fused_sampler = nn.DistributedPariticalFCSample(self.world * self.num_sample)
 
     # ----- optimizer momentum -------------------------------------------------------------------
@@ -79,6 +82,8 @@ class PartialFC(nn.Module):
         self._keep_momentum = keep_momentum
         if keep_momentum and not hasattr(self, "weight_mom"):
             self.register_buffer("weight_mom", flow.zeros_like(self.weight))
+            if self.bias is not None:
+                self.register_buffer("bias_mom", flow.zeros_like(self.bias))
 
     def _momentum_slot(self, param: Optional[nn.Parameter]) -> Optional[flow.Tensor]:
         if self._optimizer is None or param is None:
@@ -91,6 +96,12 @@ class PartialFC(nn.Module):
                 return state["momentum_buf"]
         return None
 
+    def _momentum_tables(self) -> list[tuple[nn.Parameter, Optional[flow.Tensor]]]:
+        pairs = [(self.weight_activated, getattr(self, "weight_mom", None))]
+        if self.bias_activated is not None:
+            pairs.append((self.bias_activated, getattr(self, "bias_mom", None)))
+        return pairs
+
     # ----- table <-> activated rows ---------------------------------------------------------------
     def _write_back(self) -> None:
         """Copy the (optimizer-updated) sampled rows and their momentum back into the tables."""
@@ -100,9 +111,11 @@ class PartialFC(nn.Module):
             self.weight.to_local()[self._index] = self.weight_activated.to_local()
             if self.bias_activated is not None:
                 self.bias.to_local()[self._index] = self.bias_activated.to_local()
-            slot = self._momentum_slot(self.weight_activated)
-            if slot is not None and self._keep_momentum:
-                self.weight_mom.to_local()[self._index] = slot.to_local()
+            if self._keep_momentum:
+                for param, table in self._momentum_tables():
+                    slot = self._momentum_slot(param)
+                    if slot is not None:
+                        table.to_local()[self._index] = slot.to_local()
 
     def _load_rows(self, index: flow.Tensor) -> None:
         """Copy the table rows `index` (local) into the activated parameter (and their momentum)."""
@@ -110,15 +123,14 @@ class PartialFC(nn.Module):
             self.weight_activated.to_local().copy_(flow.index_select(self.weight.to_local(), 0, index))
             if self.bias_activated is not None:
                 self.bias_activated.to_local().copy_(flow.index_select(self.bias.to_local(), 0, index))
-            slot = self._momentum_slot(self.weight_activated)
-            if slot is not None:
+            for param, table in self._momentum_tables():
+                slot = self._momentum_slot(param)
+                if slot is None:
+                    continue
                 if self._keep_momentum:
-                    slot.to_local().copy_(flow.index_select(self.weight_mom.to_local(), 0, index))
+                    slot.to_local().copy_(flow.index_select(table.to_local(), 0, index))
                 else:
                     slot.to_local().zero_()
-            bias_slot = self._momentum_slot(self.bias_activated)
-            if bias_slot is not None:
-                bias_slot.to_local().zero_()
         self._index = index
 
     # ----- sampling -------------------------------------------------------------------------------
@@ -188,6 +200,11 @@ class PartialFC(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        fit_class_rows(state_dict, prefix, ("weight", "bias", "weight_mom", "bias_mom"), self.num_classes, self.rows)
+        for name in ("weight_activated", "bias_activated"):  # refilled from the table at the next step
+            param = getattr(self, name)
+            if prefix + name in state_dict and param is not None:
+                state_dict[prefix + name] = param.detach()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._index = None
 
