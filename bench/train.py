@@ -42,8 +42,8 @@ def measure(network: str, graph: bool, steps: int, warmup: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per case")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case (graph compile)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per case")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case (graph compile)")
     args = parser.parse_args()
     results = {}
     for network in NETWORKS:

@@ -10,11 +10,11 @@ from PIL import Image
 
 import faceflow  # noqa: F401
 
-from data_layer_samples import jpeg
+from data_layer_samples import jpeg, make_dataset
 from faceflow.data import recordio
 from faceflow.data.convert import convert_rec
 from faceflow.data.ofrecord import FramedRecordEncoder, part_name, serialize_train_record, serialize_val_record
-from faceflow.data.recordio import MAGIC, IRHeader, RecordDataset, RecordWriter, pack_payload
+from faceflow.data.recordio import MAGIC, IRHeader, RecordDataset, RecordWriter, pack_payload, read_index, write_index
 from faceflow.errors import DataFormatError
 
 MAGIC_IMAGE = jpeg(7) + b"\0" * (-len(jpeg(7)) % 4) + struct.pack("<I", MAGIC) + b"more\xff\xd9"  # continuation parts
@@ -102,5 +102,15 @@ def test_convert_is_byte_identical_to_protobuf(tmp_path, monkeypatch, chunk_byte
 def test_nan_label_is_a_one_line_error(tmp_path):
     _im2rec_dataset(tmp_path / "rec", [jpeg(0), jpeg(1)], [0, float("nan")])
     with pytest.raises(DataFormatError, match=r"train.rec: key 1: label nan is not a number"):
+        convert_rec(tmp_path / "rec", tmp_path / "of", 1, progress=False)
+    assert not (tmp_path / "of").exists()
+
+
+def test_image_key_missing_from_index_is_a_one_line_error(tmp_path):
+    make_dataset(tmp_path / "rec", [0, 0, 1, 1], 2)
+    index = read_index(tmp_path / "rec" / "train.idx")
+    del index[3]
+    write_index(tmp_path / "rec" / "train.idx", index)
+    with pytest.raises(DataFormatError, match=r"train.idx: key 3: not in the index"):
         convert_rec(tmp_path / "rec", tmp_path / "of", 1, progress=False)
     assert not (tmp_path / "of").exists()

@@ -71,3 +71,26 @@ def test_checkpoint_layout_and_finished_run_not_retrained(tmp_path, capsys):
     again = Trainer(tiny_config(), out, batches=step_batches)
     assert again.run() == 6 and again.losses == []
     assert "already finished" in capsys.readouterr().out
+
+
+def test_validation_while_training_logs_xnorm_and_accuracy(tmp_path, capsys):
+    import io
+
+    from PIL import Image
+
+    from faceflow.data.verification_bin import write_bin
+
+    rng = np.random.RandomState(0)
+    images = []
+    for _ in range(40):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.randint(0, 256, (112, 112, 3)).astype(np.uint8)).save(buffer, format="JPEG")
+        images.append(buffer.getvalue())
+    write_bin(tmp_path / "lfw.bin", images, [i % 2 == 0 for i in range(20)])
+    _train(tmp_path, "val", max_steps=2, validate_every=2, val_benchmarks={"lfw": str(tmp_path / "lfw.bin")},
+           val_batch_size=20)
+    out = capsys.readouterr().out
+    assert re.search(r"^\[lfw\]\[2\]XNorm: \d+\.\d\d$", out, re.M), out
+    assert re.search(r"^\[lfw\]\[2\]Accuracy-Flip: \d\.\d{5}\+-\d\.\d{5}$", out, re.M), out
+    records = [json.loads(line) for line in (tmp_path / "val" / "validation.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["benchmark"]) for r in records] == [(2, "lfw")] and 0.0 <= records[0]["accuracy"] <= 1.0

@@ -176,3 +176,5 @@ def test_gpu_run_resources_and_parts(base_yaml: str) -> None:
     assert (c.gpu_resource, c.slurm_extra, c.world_size) == (4, "--gres=gpu:4", 4)
     assert plan.runs["a"].slurm_extra == "" and plan.runs["a"].gpu_resource == 0
     assert plan.datasets["synthetic"].parts == 4  # lcm of world sizes 1, 2 and 4
+    ports = {run.master_port for run in plan.runs.values()}
+    assert len(ports) == 3 and all(1024 < port < 65536 for port in ports)

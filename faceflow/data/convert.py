@@ -20,6 +20,7 @@ from faceflow.data.verification_bin import read_bin
 from faceflow.errors import DataFormatError, FaceflowError
 
 META_NAME = "meta.json"
+_SOI, _EOI = np.frombuffer(JPEG_SOI, np.uint8), np.frombuffer(JPEG_EOI, np.uint8)
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _check_chunk(dataset: RecordDataset, chunk: ImageChunk, limit: int, class_so
     fine = chunk.regular & (labels >= 0) & (labels < limit) & (lengths >= 5)
     at = np.where(fine, starts, 0)[:, None] + np.arange(3)
     to = np.where(fine, ends, 2)[:, None] - np.arange(2, 0, -1)
-    fine &= (data[at] == np.frombuffer(JPEG_SOI, np.uint8)).all(1) & (data[to] == np.frombuffer(JPEG_EOI, np.uint8)).all(1)
+    fine &= (data[at] == _SOI).all(1) & (data[to] == _EOI).all(1)
     view = chunk.buffer
     images: list[bytes | memoryview] = [view[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
     values = np.where(fine, labels, 0).astype(np.int64)

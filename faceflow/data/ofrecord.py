@@ -66,17 +66,21 @@ def _field(tag: int, payload: bytes) -> bytes:
     return bytes([tag]) + _varint(len(payload)) + payload
 
 
-_VARINT_SHIFTS = np.arange(0, 35, 7, dtype=np.int64)
+_VARINT_SHIFTS = np.arange(0, 35, 7, dtype=np.uint32)
+_VARINT_LIMITS = np.array([1 << 7, 1 << 14, 1 << 21, 1 << 28])
+_VARINT_SLOT = np.arange(5, dtype=np.uint8)
 
 
 def _varint_lengths(values: np.ndarray) -> np.ndarray:
-    return 1 + (values >= 1 << 7) + (values >= 1 << 14) + (values >= 1 << 21) + (values >= 1 << 28)
+    return np.searchsorted(_VARINT_LIMITS, values, side="right") + 1
 
 
-def _varint_slots(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Protobuf varints of values in [0, 2^35) as (..., 5) uint8; slots past `lengths` are don't-care."""
-    more = (np.arange(5) < (lengths[..., None] - 1)) << 7
-    return (((values[..., None] >> _VARINT_SHIFTS) & 0x7F) | more).astype(np.uint8)
+def _varint_slots(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Protobuf varints of values in [0, 2^32) as (..., 5) uint8 slots and the mask of the slots in use."""
+    slots = ((values.astype(np.uint32)[..., None] >> _VARINT_SHIFTS) & 0x7F).astype(np.uint8)
+    sizes = lengths.astype(np.uint8)[..., None]
+    slots |= (_VARINT_SLOT < sizes - 1).view(np.uint8) << 7
+    return slots, _VARINT_SLOT < sizes
 
 
 class FramedRecordEncoder:
@@ -85,7 +89,8 @@ class FramedRecordEncoder:
     Produces exactly `int64 length` + the `record_pb2` deterministic serialization (checked at
     construction against the protobuf library) without building a message: the image bytes are
     passed through untouched (they may be a memoryview into the source file) between a head and a
-    tail that are computed once per (length, value).
+    tail that are computed once per (length, value). `glue` computes the framing of many records at
+    once with numpy (the conversion path); `encode` does one record.
     """
 
     def __init__(self, bytes_name: str, int_name: str):
@@ -179,9 +184,7 @@ class FramedRecordEncoder:
         a3 = _varint_lengths(l3)
         total = 1 + a3 + l3 + self._tail_prefix.shape[1] + vl
         rows[tail_rows, layout["prefix"]] = self._tail_prefix[vl]
-        sizes = np.stack([vl, a3, a2, a1, a0])
-        slots = _varint_slots(np.stack([values, l3, l2, l1, lengths]), sizes)
-        in_use = np.arange(5) < sizes[..., None]
+        slots, in_use = _varint_slots(np.stack([values, l3, l2, l1, lengths]), np.stack([vl, a3, a2, a1, a0]))
         for i, name in enumerate(("value", "l3", "l2", "l1", "len")):
             at = tail_rows if i == 0 else head_rows
             rows[at, layout[name]] = slots[i]

@@ -1,13 +1,15 @@
 """MXNet indexed RecordIO (`train.rec`, `train.idx`, `property`): reader, writer and index rebuild.
 
 Own framing code, byte-identical to dmlc/mxnet.recordio (magic escaping into continuation parts
-included) but without importing mxnet and with windowed positioned reads, which is what makes
+included) but without importing mxnet, with windowed positioned reads and with the record headers
+of a whole window parsed at once with numpy (`RecordDataset.image_chunks`), which is what makes
 conversion fast.
 Both layouts are read: InsightFace (record 0 is a header with flag > 0) and im2rec (every key an image).
 """
 from __future__ import annotations
 
 import mmap
+import operator
 import os
 import struct
 import warnings
@@ -27,7 +29,7 @@ _IR = struct.Struct("IfQQ")
 _F32 = struct.Struct("f")
 _LEN_MASK = (1 << 29) - 1
 REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
-CHUNK_BYTES = 1 << 22  # read window of RecordDataset.image_chunks: big enough to amortise, small enough to stay in cache
+CHUNK_BYTES = 1 << 22  # read window of RecordDataset.image_chunks (measured best of 1, 4 and 16 MB)
 
 
 class IRHeader(NamedTuple):
@@ -432,7 +434,10 @@ class RecordDataset:
             & (rel + _FRAME.size + length <= len(data))
         if not ok.all():
             return None
-        bounds = np.trunc(np.ascontiguousarray(raw[:, 32:40]).view("=f4").astype(np.float64)).astype(np.int64)
+        bounds = np.ascontiguousarray(raw[:, 32:40]).view("=f4").astype(np.float64)
+        if not np.isfinite(bounds).all():
+            return None
+        bounds = np.trunc(bounds).astype(np.int64)
         return list(zip(bounds[:, 0].tolist(), bounds[:, 1].tolist()))
 
     def _identity_range(self, key: int) -> tuple[int, int]:
@@ -539,8 +544,10 @@ class RecordDataset:
         n = len(keys)
         if n == 0:
             return
-        index = self.index
-        offsets = np.fromiter((index[k] for k in keys.tolist()), np.int64, n)
+        try:
+            offsets = np.array(operator.itemgetter(*keys.tolist())(self.index), np.int64).reshape(n)
+        except KeyError as err:
+            raise DataFormatError(f"{self.idx_path}: key {err.args[0]}: not in the index") from None
         if bool(np.all(offsets[1:] > offsets[:-1])):
             yield from self._window_chunks(keys, offsets, buffer_size)
             return

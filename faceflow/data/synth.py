@@ -98,6 +98,7 @@ def _encode(images: np.ndarray, blur: np.ndarray) -> list[bytes]:
 
 
 def _render(params: list[dict[str, np.ndarray]], nuis: dict[str, np.ndarray], rng: np.random.Generator) -> list[bytes]:
+    """Draw one batch (one identity dict per image) and encode it."""
     return _encode(render_faces(stack_identities(params), nuis, rng, res=RENDER_RES), nuis["blur"])
 
 

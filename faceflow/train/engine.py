@@ -213,7 +213,8 @@ class Trainer:
                                      step=step, highest=highest, log=self.log.message)
             for name, result in results.items():
                 self.log.record({"step": step, "benchmark": name, "accuracy": result.accuracy,
-                                 "accuracy_std": result.accuracy_std, "xnorm": result.xnorm, "time": time.time()})
+                                 "accuracy_std": result.accuracy_std, "xnorm": result.xnorm, "time": time.time()},
+                                file_name="validation.jsonl")
 
         return validate
 

@@ -1,4 +1,5 @@
-"""Training log output: the InsightFace-style console lines, OUT/train.log and OUT/metrics.jsonl.
+"""Training log output: the InsightFace-style console lines, OUT/train.log, OUT/metrics.jsonl
+(one object per speed line) and OUT/validation.jsonl (one per benchmark per validation).
 
 Only rank 0 writes. On resume, metrics.jsonl entries newer than the checkpoint are dropped so the
 file describes one consistent run.
@@ -37,20 +38,23 @@ class TrainLog:
         self.metrics_path = self.out_dir / "metrics.jsonl"
 
     def truncate_after(self, step: int) -> None:
-        """Drop metrics.jsonl records with step > `step` (left by a run killed after its last checkpoint)."""
-        if not self.is_writer or not self.metrics_path.is_file():
+        """Drop metrics/validation records with step > `step` (left by a run killed after its last checkpoint)."""
+        if not self.is_writer:
             return
-        kept = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+        for path in (self.metrics_path, self.out_dir / "validation.jsonl"):
+            if not path.is_file():
                 continue
-            if int(record.get("step", 0)) <= step:
-                kept.append(line)
-        tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        os.replace(tmp, self.metrics_path)
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if int(record.get("step", 0)) <= step:
+                    kept.append(line)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(k + "\n" for k in kept))
+            os.replace(tmp, path)
 
     def message(self, text: str) -> None:
         """Print one line and append it (time-stamped) to train.log."""
@@ -69,12 +73,12 @@ class TrainLog:
         with open(self.log_path, "a") as handle:
             handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
-    def record(self, entry: dict[str, Any]) -> None:
-        """Append one JSON object to metrics.jsonl (non-finite floats written as strings)."""
+    def record(self, entry: dict[str, Any], file_name: str = "metrics.jsonl") -> None:
+        """Append one JSON object to OUT/file_name (non-finite floats written as strings)."""
         if not self.is_writer:
             return
         clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in entry.items()}
-        with open(self.metrics_path, "a") as handle:
+        with open(self.out_dir / file_name, "a") as handle:
             handle.write(json.dumps(clean) + "\n")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,11 @@ class RunPlan:
     def gpu_resource(self) -> int:
         """GPUs the train job asks the scheduler for (0 on CPU)."""
         return self.gpus if self.device == "cuda" else 0
+
+    @property
+    def master_port(self) -> int:
+        """Rendezvous port of the run's processes, distinct per run so concurrent jobs on a node do not clash."""
+        return 29500 + zlib.crc32(self.name.encode()) % 2000
 
     @property
     def slurm_extra(self) -> str:

@@ -15,6 +15,7 @@ rule train:
         base=lambda wildcards: PLAN.runs[wildcards.run].base,
         sets=lambda wildcards, input: PLAN.runs[wildcards.run].set_argument_string(input.data),
         nproc=lambda wildcards: PLAN.runs[wildcards.run].gpus,
+        port=lambda wildcards: PLAN.runs[wildcards.run].master_port,
         out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         "results/logs/train/{run}.log",
@@ -26,4 +27,4 @@ rule train:
         "../envs/faceflow.yaml"
     shell:
         "faceflow train {params.base} {params.sets} --out {params.out}"
-        " --nproc-per-node {params.nproc} > {log} 2>&1"
+        " --nproc-per-node {params.nproc} --master-port {params.port} > {log} 2>&1"
