@@ -7,6 +7,11 @@ import faceflow  # noqa: F401
 import oneflow as flow
 
 
+def _scalar(tensor: flow.Tensor) -> float:
+    """A one-element (global or local) tensor as a Python float."""
+    return float((tensor.to_local() if tensor.is_global else tensor).numpy())
+
+
 class DynamicLossScaler:
     """Scale the loss before backward; unscale grads, skip the update and halve on overflow, grow when stable."""
 
@@ -22,8 +27,7 @@ class DynamicLossScaler:
             if param.grad is None:
                 continue
             param.grad.mul_(1.0 / self.scale)
-            if finite and not math.isfinite(float(param.grad.abs().sum().to_local().numpy()) if param.grad.is_global
-                                            else float(param.grad.abs().sum().numpy())):
+            if finite and not math.isfinite(_scalar(param.grad.abs().sum())):
                 finite = False
         if finite:
             self._good_steps += 1
