@@ -88,7 +88,7 @@ def test_changing_validation_settings_invalidates_only_validation_and_report(fin
         changed = snakemake(workdir, "--list-params-changes")
         assert changed.returncode == 0, changed.stdout
         paths = [line for line in changed.stdout.splitlines() if line.startswith("results/")]
-        assert paths and all("/validation/step_" in path for path in paths)
+        assert paths and all("/validation/step_" in path or path.startswith("results/report/") for path in paths)
         result = snakemake(workdir, "-n", "all")
         assert result.returncode == 0, result.stdout
         assert set(job_counts(result.stdout)) == {"validate_checkpoint", "make_report", "all"}

@@ -10,7 +10,7 @@ rule make_report:
         md="results/report/report.md",
         html="results/report/report.html",
     params:
-        runs=",".join(PLAN.runs),
+        runs=",".join(sorted(PLAN.runs)),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
         out=lambda wildcards, output: os.path.dirname(output.csv),
     log:
