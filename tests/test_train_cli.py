@@ -1,6 +1,7 @@
 """`faceflow train` end to end on a tiny OFRecord set: SIGKILL + resume, finished runs, NaN stop, 2 processes."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -46,6 +47,20 @@ def test_sigkill_then_rerun_resumes_and_finished_run_is_not_retrained(tmp_path, 
     again = run_faceflow(["train", str(config), "--out", str(out)])
     assert again.returncode == 0 and "already finished" in again.stdout
     assert "Speed" not in again.stdout
+
+
+def test_eager_and_graph_give_the_same_loss_curve(tmp_path, data_dir):
+    """Fresh processes (as users run them): same seed and data, eager vs nn.Graph losses agree."""
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=5, checkpoint_every=5,
+                          clip_grad_norm=5.0)
+    curves = {}
+    for graph in ("false", "true"):
+        out = tmp_path / graph
+        result = run_faceflow(["train", str(config), "--out", str(out), "--set", f"graph={graph}"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        curves[graph] = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(curves["false"]) == 5 and curves["false"][0] != curves["false"][-1]
+    assert curves["true"] == pytest.approx(curves["false"], rel=1e-2)
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_dir):

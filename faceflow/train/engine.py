@@ -89,6 +89,7 @@ class Trainer:
         # random kernels run asynchronously: drain them so the seed applies to this build only
         flow._oneflow_internal.eager.Sync()
         flow.manual_seed(cfg["seed"])
+        flow._oneflow_internal.eager.Sync()
         np.random.seed(cfg["seed"])
         backbone = build_backbone(cfg["network"], embedding_size=cfg["embedding_size"],
                                   dropout=cfg["dropout"], **(cfg["network_kwargs"] or {}))
@@ -97,7 +98,9 @@ class Trainer:
                 for tensor in list(backbone.parameters()) + list(backbone.buffers()):
                     flow.comm.broadcast(tensor, 0)
         self.backbone = backbone.to_global(placement=self.placement, sbp=flow.sbp.broadcast)
+        flow._oneflow_internal.eager.Sync()  # backbone init kernels done before the head draws its seed
         self.head = build_head(cfg, self.placement)
+        flow._oneflow_internal.eager.Sync()
         self.params = [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]
         group: dict[str, Any] = {"params": self.params}
         if cfg["clip_grad_norm"] is not None:
