@@ -1,7 +1,6 @@
 """The one place where faceflow decides CPU vs CUDA, placements and process topology."""
 from __future__ import annotations
 
-import os
 
 import oneflow as flow
 
@@ -21,17 +20,17 @@ def resolve_device(requested: str) -> str:
 
 def world_size() -> int:
     """Number of processes in this run (1 when not launched through the distributed launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return int(flow.env.get_world_size())
 
 
 def rank() -> int:
     """Global rank of this process (0 when single-process)."""
-    return int(os.environ.get("RANK", "0"))
+    return int(flow.env.get_rank())
 
 
 def local_rank() -> int:
     """Rank of this process on its node; selects the GPU on CUDA."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return int(flow.env.get_local_rank())
 
 
 def local_device(device: str) -> flow.device:
