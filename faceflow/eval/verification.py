@@ -43,6 +43,25 @@ class VerificationResult:
     fold_thresholds: list[float] = field(default_factory=list)
     accuracy_highest: float = 0.0
 
+    @classmethod
+    def from_folds(
+        cls, acc: np.ndarray, thr: np.ndarray, vals: np.ndarray, fars: np.ndarray, xnorm: float, pairs: int
+    ) -> "VerificationResult":
+        """Summarise per-fold accuracies, thresholds, VAL and FAR into the reported figures."""
+        return cls(
+            accuracy=float(np.mean(acc)),
+            accuracy_std=float(np.std(acc)),
+            threshold=float(np.mean(thr)),
+            xnorm=float(xnorm),
+            val=float(np.mean(vals)),
+            val_std=float(np.std(vals)),
+            far=float(np.mean(fars)),
+            pairs=int(pairs),
+            fold_accuracies=[float(a) for a in acc],
+            fold_thresholds=[float(t) for t in thr],
+            accuracy_highest=float(np.mean(acc)),
+        )
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict (VAL is also given as `val_at_far`, the name the output files use)."""
         out = asdict(self)
@@ -172,19 +191,7 @@ def evaluate_distances(
     folds = fold_ids(len(dist), n_folds)
     acc, thr = _fold_accuracies(dist, issame, folds, n_folds, accuracy_thresholds())
     vals, fars = _fold_val(dist, issame, folds, n_folds, val_thresholds(), far_target)
-    return VerificationResult(
-        accuracy=float(np.mean(acc)),
-        accuracy_std=float(np.std(acc)),
-        threshold=float(np.mean(thr)),
-        xnorm=float(xnorm),
-        val=float(np.mean(vals)),
-        val_std=float(np.std(vals)),
-        far=float(np.mean(fars)),
-        pairs=int(len(dist)),
-        fold_accuracies=[float(a) for a in acc],
-        fold_thresholds=[float(t) for t in thr],
-        accuracy_highest=float(np.mean(acc)),
-    )
+    return VerificationResult.from_folds(acc, thr, vals, fars, xnorm, len(dist))
 
 
 def evaluate_embeddings(

@@ -75,19 +75,7 @@ def evaluate_distances_reference(
     issame = np.asarray(issame, dtype=bool)
     acc, thr = calculate_roc(accuracy_thresholds(), dist, issame, n_folds)
     val, far = calculate_val(val_thresholds(), dist, issame, far_target, n_folds)
-    return VerificationResult(
-        accuracy=float(np.mean(acc)),
-        accuracy_std=float(np.std(acc)),
-        threshold=float(np.mean(thr)),
-        xnorm=float(xnorm),
-        val=float(np.mean(val)),
-        val_std=float(np.std(val)),
-        far=float(np.mean(far)),
-        pairs=int(len(dist)),
-        fold_accuracies=[float(a) for a in acc],
-        fold_thresholds=[float(t) for t in thr],
-        accuracy_highest=float(np.mean(acc)),
-    )
+    return VerificationResult.from_folds(acc, thr, val, far, xnorm, len(dist))
 
 
 def evaluate_embeddings_reference(
