@@ -7,7 +7,7 @@
         state.json     {"step", "epoch", "world_size", "loss", "time"}
         config.yaml    the resolved training config (network, embedding_size, ... )
 
-A checkpoint is written to `.step_{N:06d}.tmp-*` and renamed into place, so a directory named
+A checkpoint is written to a hidden temporary directory and renamed into place, so a directory named
 `step_*` is always complete.
 """
 from __future__ import annotations
@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from faceflow.data.atomic import atomic_dir
 from faceflow.errors import FaceflowError
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
@@ -69,18 +68,10 @@ def write_checkpoint(
     if not writer:
         write_payload(root / f".{step_dir_name(step)}.not-written")
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{step_dir_name(step)}.tmp-", dir=root))
-    try:
+    with atomic_dir(final) as tmp:
         write_payload(tmp)
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -19,6 +19,7 @@ import faceflow  # noqa: F401
 import oneflow as flow
 
 from faceflow.checkpoint import latest_checkpoint, read_checkpoint_meta, step_dir_name, write_checkpoint
+from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError
 from faceflow.runtime.device import all_ranks_placement, resolve_device, world_size
 from faceflow.train.amp import DynamicLossScaler
@@ -199,10 +200,8 @@ class Trainer:
     def _write_run_config(self) -> None:
         if not self.is_writer:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / ".config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        os.replace(tmp, self.out_dir / "config.yaml")
+        with atomic_file(self.out_dir / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
 
     def _validator(self) -> Callable[[int], None] | None:
         if not self.config["validate_every"] or not self.config["val_benchmarks"]:

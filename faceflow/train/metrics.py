@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faceflow.data.atomic import atomic_file
+
 
 def speed_line(samples_per_sec: float, loss: float, lr: float, epoch: int, step: int, hours_left: float) -> str:
     """`Speed ... samples/sec  Loss ...  LearningRate ...  Epoch: ...  Global Step: ...  Required: ... hours`."""
@@ -52,9 +54,8 @@ class TrainLog:
                     continue
                 if int(record.get("step", 0)) <= step:
                     kept.append(line)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(k + "\n" for k in kept))
-            os.replace(tmp, path)
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(k + "\n" for k in kept))
 
     def message(self, text: str) -> None:
         """Print one line and append it (time-stamped) to train.log."""
