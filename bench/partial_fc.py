@@ -1,8 +1,9 @@
 """Partial FC vs full FC: time and peak memory of one FC + loss forward/backward/SGD update (CPU, 1 process).
 
 Embedding 512, batch 128, 100k and 1M classes, arcface margins; each case runs in its own subprocess so
-its peak RSS (VmHWM) is its own. Partial FC is measured with exact per-class momentum (`bind_optimizer`,
-keeps a momentum table) and with momentum reset on resampling (no table). Ratios vs full FC print last.
+its peak RSS (VmHWM) is its own. Partial FC is measured with exact per-class momentum (case `pfc`, config
+`partial_fc_momentum: exact`: keeps a momentum table) and with momentum reset on resampling (case
+`pfc_reset`, `partial_fc_momentum: reset`: no table). Ratios vs full FC print last.
 Usage: `python bench/partial_fc.py [--classes 100000 1000000] [--steps 1]` (one warm-up step first).
 """
 from __future__ import annotations

@@ -47,9 +47,10 @@ def randomise(model, seed: int = 0, fc1_gamma: float | None = None):
     return model.eval()
 
 
-def random_backbone(network: str, embedding_size: int, seed: int = 0, fc1_gamma: float | None = None):
-    """A faceflow backbone with random weights, in eval mode."""
-    return randomise(build_backbone(network, embedding_size=embedding_size), seed, fc1_gamma)
+def random_backbone(network: str, embedding_size: int, seed: int = 0, fc1_gamma: float | None = None,
+                    **network_kwargs):
+    """A faceflow backbone (network_kwargs as in a config) with random weights, in eval mode."""
+    return randomise(build_backbone(network, embedding_size=embedding_size, **network_kwargs), seed, fc1_gamma)
 
 
 def save_checkpoint(model, network: str, embedding_size: int, root: Path, step: int = 7) -> Path:

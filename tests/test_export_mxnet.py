@@ -64,6 +64,17 @@ def test_mxnet_export_loads_in_module_and_matches_oneflow(tmp_path, network, fc1
         np.testing.assert_array_equal(args["fc1_gamma"].asnumpy(), 1.0)
 
 
+def test_quick_mbf_variant_exports_with_its_stride_and_gdc_kernel(tmp_path):
+    # The demo's narrow MobileFaceNet with a strided conv_2_dw (4x4 GDC kernel) must export as it runs.
+    model = random_backbone("mbf", EMBEDDING, seed=9, width_mult=0.25, blocks=[1, 1, 1, 1], stem_stride=4)
+    images = drawn_faces(3, seed=1)
+    parity = export_mxnet(model, tmp_path / "quick", images)
+    assert parity.passed and parity.min_cosine >= MIN_COSINE
+    nodes = {n["name"]: n.get("attrs", {}) for n in json.loads((tmp_path / "quick-symbol.json").read_text())["nodes"]}
+    assert nodes["conv_2_dw_conv2d"]["stride"] == "(2, 2)"
+    assert nodes["conv_6dw7_7_conv2d"]["kernel"] == "(4, 4)"
+
+
 def test_mxnet_export_cli_from_checkpoint(tmp_path, capsys):
     model = random_backbone("mbf", EMBEDDING, seed=4)
     checkpoint = save_checkpoint(model, "mbf", EMBEDDING, tmp_path / "checkpoints")

@@ -106,7 +106,9 @@ def test_counts_match_published_insightface_models() -> None:
 
 
 @pytest.mark.parametrize("name,emb,kwargs", [("r18", 512, {}), ("mbf", 128, {}),
-                                             ("mbf", 64, {"width_mult": 0.5, "dropout": 0.2})])
+                                             ("mbf", 64, {"width_mult": 0.5, "dropout": 0.2}),
+                                             ("mbf", 128, {"width_mult": 0.25, "blocks": [1, 1, 1, 1],
+                                                           "stem_stride": 4})])
 def test_forward_shape_and_finite(name: str, emb: int, kwargs: dict) -> None:
     flow.manual_seed(0)
     model = build_backbone(name, emb, **kwargs)
@@ -122,6 +124,24 @@ def test_forward_shape_and_finite(name: str, emb: int, kwargs: dict) -> None:
 
 def test_width_mult_makes_a_lighter_mbf() -> None:
     assert _param_count(build_backbone("mbf", 128, width_mult=0.5)) < _param_count(build_backbone("mbf", 128)) / 2
+
+
+def test_stem_stride_4_only_shrinks_the_gdc_kernel() -> None:
+    standard, quick = build_backbone("mbf", 128), build_backbone("mbf", 128, stem_stride=4)
+    assert quick.conv_2_dw.conv2d.stride == (2, 2) and standard.conv_2_dw.conv2d.stride == (1, 1)
+    # 112 -> 56 -> 28 -> 14 -> 7 -> 4: the GDC depthwise kernel covers the 4x4 map instead of 7x7.
+    assert tuple(quick.conv_6dw7_7.conv2d.weight.shape) == (512, 1, 4, 4)
+    assert _param_count(standard) - _param_count(quick) == 512 * (7 * 7 - 4 * 4)
+    with flow.no_grad():
+        features = quick.conv_6sep(quick.res_5(quick.dconv_45(quick.res_4(quick.dconv_34(quick.res_3(
+            quick.dconv_23(quick.conv_2_dw(quick.conv_1(flow.zeros(1, 3, 112, 112))))))))))
+    assert tuple(features.shape[2:]) == (4, 4)
+
+
+@pytest.mark.parametrize("kwargs", [{"stem_stride": 3}, {"stem_stride": 4, "blocks": [2, 4, 6, 2]}])
+def test_bad_stem_stride_is_a_config_error(kwargs: dict) -> None:
+    with pytest.raises(ConfigError, match="stem_stride"):
+        build_backbone("mbf", 128, **kwargs)
 
 
 def test_state_dict_names_follow_insightface_symbols() -> None:

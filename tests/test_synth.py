@@ -113,6 +113,16 @@ def test_raw_pixel_baseline_at_most_075_for_default_size(tmp_path: Path) -> None
         assert 0.4 < accuracy <= 0.75, bench
 
 
+def test_worker_processes_draw_the_same_bytes(tmp_path: Path) -> None:
+    # two training batches and three pair batches per benchmark, so two workers really split the work
+    size = dict(num_classes=30, per_class=5, pairs=140, seed=2)
+    synth.generate_dataset(tmp_path / "one", workers=1, **size)
+    synth.generate_dataset(tmp_path / "two", workers=2, **size)
+    assert size["num_classes"] * size["per_class"] > synth.BATCH and size["pairs"] > synth.BATCH
+    for name in synth.OUTPUT_FILES:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("interrupted")

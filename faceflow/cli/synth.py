@@ -1,9 +1,10 @@
-"""`faceflow synth OUT_DIR [--classes N] [--per-class K] [--pairs P] [--seed S]`: draw the synthetic dataset."""
+"""`faceflow synth OUT_DIR [--classes N] [--per-class K] [--pairs P] [--seed S] [--workers W]`: draw the synthetic dataset."""
 from __future__ import annotations
 
 import argparse
 
 from faceflow.data import synth
+from faceflow.errors import FaceflowError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,13 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-class", type=int, default=synth.DEFAULT_PER_CLASS, help="images per training identity (default %(default)s)")
     parser.add_argument("--pairs", type=int, default=synth.DEFAULT_PAIRS, help="pairs per verification set, even (default %(default)s)")
     parser.add_argument("--seed", type=int, default=synth.DEFAULT_SEED, help="random seed; same seed, same bytes (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="drawing processes (default: every usable CPU); the bytes do not depend on it")
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Generate the dataset and print a one-line summary."""
     args = build_parser().parse_args(argv)
-    summary = synth.generate_dataset(args.out_dir, args.classes, args.per_class, args.pairs, args.seed)
+    if args.workers is not None and args.workers < 1:
+        raise FaceflowError(f"--workers: need at least 1 process, got {args.workers}")
+    summary = synth.generate_dataset(args.out_dir, args.classes, args.per_class, args.pairs, args.seed, args.workers)
     print(
         f"faceflow synth: {summary.out_dir}: {summary.train_images} training images of {summary.num_classes} "
         f"identities, {', '.join(synth.BENCHMARKS)} with {summary.pairs} pairs each, {summary.seconds:.1f} s"

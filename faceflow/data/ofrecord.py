@@ -66,9 +66,9 @@ def _field(tag: int, payload: bytes) -> bytes:
     return bytes([tag]) + _varint(len(payload)) + payload
 
 
-_VARINT_SHIFTS = np.arange(0, 35, 7, dtype=np.uint32)
 _VARINT_LIMITS = np.array([1 << 7, 1 << 14, 1 << 21, 1 << 28])
-_VARINT_SLOT = np.arange(5, dtype=np.uint8)
+_VARINT_CONTINUE = np.array([sum(0x80 << 8 * k for k in range(n - 1)) for n in range(6)], np.uint64)
+_VARINT_USED = np.arange(5) < np.arange(6)[:, None]
 
 
 def _varint_lengths(values: np.ndarray) -> np.ndarray:
@@ -76,21 +76,30 @@ def _varint_lengths(values: np.ndarray) -> np.ndarray:
 
 
 def _varint_slots(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Protobuf varints of values in [0, 2^32) as (..., 5) uint8 slots and the mask of the slots in use."""
-    slots = ((values.astype(np.uint32)[..., None] >> _VARINT_SHIFTS) & 0x7F).astype(np.uint8)
-    sizes = lengths.astype(np.uint8)[..., None]
-    slots |= (_VARINT_SLOT < sizes - 1).view(np.uint8) << 7
-    return slots, _VARINT_SLOT < sizes
+    """Protobuf varints of values in [0, 2^32) as (..., 5) uint8 slots and the mask of the slots in use.
+
+    The 7-bit groups are packed into the low bytes of a little-endian uint64 word per value.
+    """
+    v = values.astype(np.uint64)
+    packed = v & np.uint64(0x7F)
+    for k in range(1, 5):
+        packed |= ((v >> np.uint64(7 * k)) & np.uint64(0x7F)) << np.uint64(8 * k)
+    packed |= _VARINT_CONTINUE[lengths]
+    slots = packed.astype(np.dtype("<u8"), copy=False).view(np.uint8).reshape(values.shape + (8,))[..., :5]
+    return slots, _VARINT_USED[lengths]
+
+
+_VERIFIED_NAMES: set[tuple[str, str]] = set()  # feature-name pairs whose framing matched record_pb2
 
 
 class FramedRecordEncoder:
     """Fast path for conversion: a length-prefixed OFRecord of one bytes and one int32 feature, as pieces.
 
-    Produces exactly `int64 length` + the `record_pb2` deterministic serialization (checked at
-    construction against the protobuf library) without building a message: the image bytes are
-    passed through untouched (they may be a memoryview into the source file) between a head and a
-    tail that are computed once per (length, value). `glue` computes the framing of many records at
-    once with numpy (the conversion path); `encode` does one record.
+    Produces exactly `int64 length` + the `record_pb2` deterministic serialization (checked against
+    the protobuf library the first time a pair of feature names is used) without building a message:
+    the image bytes are passed through untouched (they may be a memoryview into the source file)
+    between a head and a tail that are computed once per (length, value). `glue` computes the
+    framing of many records at once with numpy (the conversion path); `encode` does one record.
     """
 
     def __init__(self, bytes_name: str, int_name: str):
@@ -107,6 +116,13 @@ class FramedRecordEncoder:
         if len({len(p) for p in prefixes}) != 1:
             raise ValueError("feature names too long for single-byte nested lengths")
         self._tail_prefix = np.frombuffer(b"".join([prefixes[0]] + prefixes), np.uint8).reshape(6, -1)
+        if self._names not in _VERIFIED_NAMES:
+            self._verify()
+            _VERIFIED_NAMES.add(self._names)
+
+    def _verify(self) -> None:
+        """Raise unless encode and glue both give record_pb2's framing of a sample record."""
+        bytes_name, int_name = self._names
         sample = b"\xff\xd8" * 70
         expected = record_pb2.OFRecord()
         expected.feature[bytes_name].bytes_list.value.append(sample)
@@ -148,32 +164,21 @@ class FramedRecordEncoder:
         The records form consecutive runs starting at the indices `runs` (each run goes to one file).
         Run r of records s..e-1 is rows s+r .. e+r interleaved with the data: row s+r + data_s +
         row s+r+1 + data_{s+1} + ... + data_{e-1} + row e+r equals the concatenated
-        `encode(data_i, values_i)`. A row holds the previous record's tail, then the next one's head:
-        laid out in fixed slots (varints get 5) with a mask of the slots in use, compacted once.
+        `encode(data_i, values_i)`. The glue is every record's head then tail, in record order (built
+        as fixed-slot rows, varints 5 slots wide, compacted once); rows are cut between a head and
+        its tail, and before the head that starts a run.
         """
         lengths = np.asarray(lengths, np.int64)
         values = np.asarray(values, np.int64)
         m = len(lengths)
-        if m and not (0 <= values.min() and values.max() < 1 << 31):
+        if m == 0:
+            return b"", [0] * (len(runs) + 1)
+        if not (0 <= values.min() and values.max() < 1 << 31):
             bad = values[(values < 0) | (values >= 1 << 31)][0]
             raise ValueError(f"{self._names[1]} {bad} outside the non-negative int32 range")
-        if m and not (0 <= lengths.min() and lengths.max() < 1 << 29):
+        if not (0 <= lengths.min() and lengths.max() < 1 << 29):
             raise ValueError("record data must be shorter than 2^29 bytes")
-        head_rows: slice | np.ndarray = slice(0, m)  # slices (cheaper) when there is one run
-        tail_rows: slice | np.ndarray = slice(1, m + 1)
-        if len(runs) > 1:
-            run_of = np.zeros(m, np.int64)
-            run_of[np.asarray(runs[1:], np.int64)] = 1
-            head_rows = np.arange(m) + np.cumsum(run_of)
-            tail_rows = head_rows + 1
-        layout, template, used = self._row_layout()
-        rows = np.repeat(template[None], m + len(runs), 0)
-        mask = np.repeat(used[None], m + len(runs), 0)
-        split = layout["total"].start
-        mask[:, :split] = False
-        mask[tail_rows, :split] = True
-        mask[:, split:] = False
-        mask[head_rows, split:] = used[split:]
+        layout, template, fixed = self._block_layout()
         vl = _varint_lengths(values)
         a0 = _varint_lengths(lengths)
         l1 = 1 + a0 + lengths
@@ -182,31 +187,43 @@ class FramedRecordEncoder:
         a2 = _varint_lengths(l2)
         l3 = len(self._bytes_key) + 1 + a2 + l2
         a3 = _varint_lengths(l3)
-        total = 1 + a3 + l3 + self._tail_prefix.shape[1] + vl
-        rows[tail_rows, layout["prefix"]] = self._tail_prefix[vl]
-        slots, in_use = _varint_slots(np.stack([values, l3, l2, l1, lengths]), np.stack([vl, a3, a2, a1, a0]))
-        for i, name in enumerate(("value", "l3", "l2", "l1", "len")):
-            at = tail_rows if i == 0 else head_rows
-            rows[at, layout[name]] = slots[i]
-            mask[at, layout[name]] = in_use[i]
-        rows[head_rows, layout["total"]] = total.astype(np.dtype("=i8")).view(np.uint8).reshape(m, 8)
-        return rows[mask].tobytes(), np.concatenate([[0], np.cumsum(mask.sum(1))]).tolist()
+        prefix = self._tail_prefix.shape[1]
+        total = 1 + a3 + l3 + prefix + vl
+        blocks = np.empty((m, len(template)), np.uint8)
+        blocks[:] = template
+        keep = np.empty(blocks.shape, bool)
+        keep[:] = fixed
+        blocks[:, layout["total"]] = total.astype(np.dtype("=i8")).view(np.uint8).reshape(m, 8)
+        blocks[:, layout["prefix"]] = self._tail_prefix[vl]
+        slots, in_use = _varint_slots(np.stack([l3, l2, l1, lengths, values]), np.stack([a3, a2, a1, a0, vl]))
+        for i, name in enumerate(("l3", "l2", "l1", "len", "value")):
+            blocks[:, layout[name]] = slots[i]
+            keep[:, layout[name]] = in_use[i]
+        size = 8 + total - lengths  # glue bytes of each record (its framed size without the data)
+        head = size - prefix - vl
+        ends = np.cumsum(size)
+        starts = ends - size
+        run_starts = np.asarray(runs, np.int64)
+        cuts = np.insert(starts + head, run_starts, starts[run_starts]).tolist()
+        cuts.append(int(ends[-1]))
+        return blocks[keep].tobytes(), cuts
 
-    def _row_layout(self) -> tuple[dict[str, slice], np.ndarray, np.ndarray]:
-        """Slots of a glue row (tail prefix + value varint, then the head), its constant bytes and mask."""
+    def _block_layout(self) -> tuple[dict[str, slice], np.ndarray, np.ndarray]:
+        """Slots of a record's glue block (head, then tail prefix + value varint), its constant bytes, and
+        the mask of the slots every record uses (all but the unused ends of varint slots)."""
         if self._layout is None:
             fields: list[tuple[str, bytes | int]] = [
-                ("prefix", self._tail_prefix.shape[1]), ("value", 5), ("total", 8), ("c0", b"\x0a"), ("l3", 5),
-                ("key", self._bytes_key), ("c1", b"\x12"), ("l2", 5), ("c2", b"\x0a"), ("l1", 5), ("c3", b"\x0a"),
-                ("len", 5)]
-            layout, template, used, pos = {}, [], [], 0
+                ("total", 8), ("c0", b"\x0a"), ("l3", 5), ("key", self._bytes_key), ("c1", b"\x12"), ("l2", 5),
+                ("c2", b"\x0a"), ("l1", 5), ("c3", b"\x0a"), ("len", 5), ("prefix", self._tail_prefix.shape[1]),
+                ("value", 5)]
+            layout, template, fixed, pos = {}, [], [], 0
             for name, spec in fields:
                 width = spec if isinstance(spec, int) else len(spec)
                 layout[name] = slice(pos, pos + width)
                 template += list(spec) if isinstance(spec, bytes) else [0] * width
-                used += [True] * width
+                fixed += [name in ("total", "prefix") or isinstance(spec, bytes)] * width
                 pos += width
-            self._layout = layout, np.array(template, np.uint8), np.array(used)
+            self._layout = layout, np.array(template, np.uint8), np.array(fixed)
         return self._layout
 
 
@@ -285,7 +302,8 @@ class PartsWriter:
         for i in range(0, len(pieces), self._FLUSH_PIECES):
             chunk = pieces[i:i + self._FLUSH_PIECES]
             written = os.writev(fd, chunk)
-            if written < sum(map(len, chunk)):  # a short write (signal, > 2 GB): finish with plain writes
+            if written < (total if len(chunk) == len(pieces) else sum(map(len, chunk))):
+                # a short write (signal, > 2 GB): finish with plain writes
                 rest = memoryview(b"".join(chunk))[written:]
                 while rest:
                     rest = rest[os.write(fd, rest):]

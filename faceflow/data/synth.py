@@ -7,11 +7,14 @@ benchmark its own pool of ids after them (`verification_pairs` tells which ids e
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -22,8 +25,8 @@ from faceflow.data.synth_faces import render_faces, sample_identity, sample_nuis
 from faceflow.data.verification_bin import write_bin
 from faceflow.errors import FaceflowError
 
-DEFAULT_CLASSES = 200
-DEFAULT_PER_CLASS = 24
+DEFAULT_CLASSES = 1000
+DEFAULT_PER_CLASS = 12
 DEFAULT_PAIRS = 600
 DEFAULT_SEED = 0
 JPEG_QUALITY = 95
@@ -33,6 +36,23 @@ BENCHMARKS = ("lfw", "cfp_fp", "agedb_30")
 OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(f"{b}.bin" for b in BENCHMARKS)
 
 _IDENTITY_STREAM, _TRAIN_STREAM, _PAIR_STREAM, _BENCH_STREAM = 1, 2, 3, 4
+_Item, _Result = TypeVar("_Item"), TypeVar("_Result")
+
+
+def default_workers() -> int:
+    """Processes to draw with: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def _ordered_map(fn: Callable[[_Item], _Result], items: Iterable[_Item], workers: int) -> Iterator[_Result]:
+    """fn over items in order, in `workers` forked processes (batches are independent and seeded by index,
+    so the bytes do not depend on the worker count). Fork keeps start-up cheap; workers only run numpy/PIL."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(fn, items)
 
 
 @dataclass
@@ -102,44 +122,57 @@ def _render(params: list[dict[str, np.ndarray]], nuis: dict[str, np.ndarray], rn
     return _encode(render_faces(stack_identities(params), nuis, rng, res=RENDER_RES), nuis["blur"])
 
 
-def train_records(num_classes: int, per_class: int, seed: int) -> Iterator[tuple[int, bytes]]:
+def _train_batch(labels: np.ndarray, seed: int, batch: int) -> list[tuple[int, bytes]]:
+    """(label, JPEG) of training batch `batch` (BATCH images of the label-sorted list)."""
+    chunk = labels[batch * BATCH:(batch + 1) * BATCH].tolist()
+    known = {i: identity_params(seed, i) for i in set(chunk)}
+    rng = np.random.default_rng([seed, _TRAIN_STREAM, batch])
+    nuis = sample_nuisance(rng, len(chunk), profile="mixed", age=(0.0, 0.7))
+    return list(zip(chunk, _render([known[i] for i in chunk], nuis, rng)))
+
+
+def train_records(num_classes: int, per_class: int, seed: int, workers: int = 1) -> Iterator[tuple[int, bytes]]:
     """(label, JPEG) of the training set, sorted by label, rendered in fixed-size batches."""
     labels = np.repeat(np.arange(num_classes), per_class)
-    for batch, start in enumerate(range(0, len(labels), BATCH)):
-        chunk = labels[start:start + BATCH].tolist()
-        known = {i: identity_params(seed, i) for i in set(chunk)}
-        rng = np.random.default_rng([seed, _TRAIN_STREAM, batch])
-        nuis = sample_nuisance(rng, len(chunk), profile="mixed", age=(0.0, 0.7))
-        yield from zip(chunk, _render([known[i] for i in chunk], nuis, rng))
+    batches = range((len(labels) + BATCH - 1) // BATCH)
+    for records in _ordered_map(partial(_train_batch, labels, seed), batches, workers):
+        yield from records
 
 
-def benchmark_images(bench: str, num_classes: int, pairs: int, seed: int) -> tuple[list[bytes], np.ndarray]:
+def _benchmark_batch(bench: str, ids: np.ndarray, seed: int, batch: int) -> list[bytes]:
+    """Encoded images (2 per pair, consecutive) of benchmark batch `batch` (BATCH // 2 pairs)."""
+    chunk = ids[batch * (BATCH // 2):(batch + 1) * (BATCH // 2)]
+    rng = np.random.default_rng([seed, _BENCH_STREAM, BENCHMARKS.index(bench), batch])
+    first = [identity_params(seed, int(i)) for i in chunk[:, 0]]
+    second = [identity_params(seed, int(i)) for i in chunk[:, 1]]
+    n = len(chunk)
+    if bench == "lfw":
+        na = sample_nuisance(rng, n, "frontal", age=(0.0, 0.35))
+        nb = sample_nuisance(rng, n, "frontal", age=(0.0, 0.35))
+    elif bench == "cfp_fp":
+        na = sample_nuisance(rng, n, "frontal", age=(0.0, 0.35))
+        nb = sample_nuisance(rng, n, "profile", age=(0.0, 0.35))
+    else:
+        na = sample_nuisance(rng, n, "frontal", age=(0.0, 0.15))
+        nb = sample_nuisance(rng, n, "frontal", age=(0.55, 1.0))
+        second = [_drift(p, rng) for p in second]
+    images: list[bytes] = []
+    for a, b in zip(_render(first, na, rng), _render(second, nb, rng)):
+        images += [a, b]
+    return images
+
+
+def benchmark_images(bench: str, num_classes: int, pairs: int, seed: int,
+                     workers: int = 1) -> tuple[list[bytes], np.ndarray]:
     """Encoded images (2 per pair, consecutive) and issame flags of one benchmark.
 
     lfw: both images near-frontal; cfp_fp: a near-frontal image against a strong profile;
     agedb_30: the second image is older (grey, receding hair, wrinkles) with drifted appearance.
     """
     ids, issame = verification_pairs(bench, num_classes, pairs, seed)
-    images: list[bytes] = []
-    for batch, start in enumerate(range(0, pairs, BATCH // 2)):
-        chunk = ids[start:start + BATCH // 2]
-        rng = np.random.default_rng([seed, _BENCH_STREAM, BENCHMARKS.index(bench), batch])
-        first = [identity_params(seed, int(i)) for i in chunk[:, 0]]
-        second = [identity_params(seed, int(i)) for i in chunk[:, 1]]
-        n = len(chunk)
-        if bench == "lfw":
-            na = sample_nuisance(rng, n, "frontal", age=(0.0, 0.35))
-            nb = sample_nuisance(rng, n, "frontal", age=(0.0, 0.35))
-        elif bench == "cfp_fp":
-            na = sample_nuisance(rng, n, "frontal", age=(0.0, 0.35))
-            nb = sample_nuisance(rng, n, "profile", age=(0.0, 0.35))
-        else:
-            na = sample_nuisance(rng, n, "frontal", age=(0.0, 0.15))
-            nb = sample_nuisance(rng, n, "frontal", age=(0.55, 1.0))
-            second = [_drift(p, rng) for p in second]
-        enc_a, enc_b = _render(first, na, rng), _render(second, nb, rng)
-        for a, b in zip(enc_a, enc_b):
-            images += [a, b]
+    batches = range((pairs + BATCH // 2 - 1) // (BATCH // 2))
+    images = [image for chunk in _ordered_map(partial(_benchmark_batch, bench, ids, seed), batches, workers)
+              for image in chunk]
     return images, issame
 
 
@@ -168,16 +201,21 @@ def generate_dataset(
     per_class: int = DEFAULT_PER_CLASS,
     pairs: int = DEFAULT_PAIRS,
     seed: int = DEFAULT_SEED,
+    workers: int | None = None,
 ) -> SynthSummary:
-    """Draw the dataset into a temporary directory next to `out_dir`, then rename it into place."""
+    """Draw the dataset into a temporary directory next to `out_dir`, then rename it into place.
+
+    Batches are drawn in `workers` processes (default: every usable CPU); the bytes are the same for any count.
+    """
     check_arguments(num_classes, per_class, pairs)
+    workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        write_insightface_dataset(tmp, train_records(num_classes, per_class, seed), num_classes)
+        write_insightface_dataset(tmp, train_records(num_classes, per_class, seed, workers), num_classes)
         for bench in BENCHMARKS:
-            images, issame = benchmark_images(bench, num_classes, pairs, seed)
+            images, issame = benchmark_images(bench, num_classes, pairs, seed, workers)
             write_bin(tmp / f"{bench}.bin", images, issame)
         os.chmod(tmp, 0o755)
     return SynthSummary(out_dir, num_classes, num_classes * per_class, pairs, time.perf_counter() - started)

@@ -64,8 +64,10 @@ def backbone_symbol(model: nn.Module, state: dict[str, np.ndarray]) -> mx.sym.Sy
                 blocks[stage] = max(blocks.get(stage, 0), block + 1)
         channels = (state["conv_1.conv2d.weight"].shape[0], state["dconv_23.conv_sep.conv2d.weight"].shape[0],
                     state["dconv_34.conv_sep.conv2d.weight"].shape[0], state["conv_6sep.conv2d.weight"].shape[0])
+        stem = getattr(model, "conv_2_dw", None)
+        stem_stride = 2 * int(stem.conv2d.stride[0]) if stem is not None else 2
         return mobilefacenet_symbol(embedding_size, bn, tuple(blocks[s] for s in (2, 3, 4, 5)),
-                                    tuple(int(c) for c in channels))
+                                    tuple(int(c) for c in channels), stem_stride=stem_stride)
     raise FaceflowError("backbone is neither IResNet (conv0) nor MobileFaceNet (conv_1): no InsightFace symbol")
 
 

@@ -47,7 +47,8 @@ def build_head(config: Mapping[str, Any], placement: flow.placement) -> nn.Modul
         raise ConfigError("fc_mode: partial_fc runs in eager mode only (set graph: false, or use model_parallel)")
     batch = config.get("batch_size")
     global_batch = _positive_int(config, "batch_size") * len(placement.ranks) if batch is not None else None
-    return PartialFC(num_classes, embedding_size, margins, placement, float(rate), global_batch)
+    return PartialFC(num_classes, embedding_size, margins, placement, float(rate), global_batch,
+                     fused_sampler=bool(config.get("partial_fc_fused_sampler", False)))
 
 
 __all__ = ["FC_MODES", "FullyConnectedHead", "LOSS_MARGINS", "Margins", "PartialFC", "build_head",

@@ -20,6 +20,9 @@ from faceflow.errors import ConfigError
 NETWORKS = ("r18", "r34", "r50", "r100", "r200", "mbf")
 LOSSES = ("softmax", "nsoftmax", "sphereface", "arcface", "cosface", "combined")
 FC_MODES = ("data_parallel", "model_parallel", "partial_fc")
+# Partial FC momentum of a re-sampled class: kept in a per-class table (exact, one more class table of
+# memory) or restarted from zero (no table; the memory goal of Partial FC at 1M classes needs this).
+PARTIAL_FC_MOMENTUM = ("exact", "reset")
 SCHEDULES = ("multistep", "poly")
 
 DEFAULTS: dict[str, Any] = {
@@ -35,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "margins": None,
     "fc_mode": "data_parallel",
     "sample_rate": 1.0,
+    "partial_fc_momentum": "exact",
+    "partial_fc_fused_sampler": False,
     "batch_size": 64,
     "max_steps": None,
     "epochs": None,
@@ -74,6 +79,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "margins": (dict,),
     "fc_mode": (str,),
     "sample_rate": (float, int),
+    "partial_fc_momentum": (str,),
+    "partial_fc_fused_sampler": (bool,),
     "batch_size": (int,),
     "max_steps": (int,),
     "epochs": (int, float),
@@ -206,6 +213,7 @@ def _check_types(config: dict[str, Any]) -> None:
 
 def _check_choices(config: dict[str, Any]) -> None:
     for key, choices in (("network", NETWORKS), ("loss", LOSSES), ("fc_mode", FC_MODES),
+                         ("partial_fc_momentum", PARTIAL_FC_MOMENTUM),
                          ("lr_schedule", SCHEDULES), ("device", ("cpu", "cuda", "auto"))):
         if config[key] not in choices:
             _fail(key, f"expected one of {', '.join(choices)}, got {config[key]!r}")

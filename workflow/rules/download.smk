@@ -18,11 +18,12 @@ for _ds in datasets_from("synthetic"):
             out=lambda wildcards, output: os.path.dirname(output[0]),
         log:
             f"results/logs/datasets/{_ds.name}.log",
+        threads: 2
         conda:
             "../envs/faceflow.yaml"
         shell:
             "faceflow synth {params.out} --classes {params.classes} --per-class {params.per_class}"
-            " --pairs {params.pairs} --seed {params.seed} > {log} 2>&1"
+            " --pairs {params.pairs} --seed {params.seed} --workers {threads} > {log} 2>&1"
 
 
 for _ds in datasets_from("url"):

@@ -1,0 +1,96 @@
+"""Bulk OFRecord framing edge cases: mixed varint widths in one chunk, empty batches, one-time protobuf check."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+import faceflow  # noqa: F401
+
+from data_layer_samples import jpeg
+from faceflow.data import ofrecord, recordio
+from faceflow.data.convert import convert_rec
+from faceflow.data.ofrecord import FramedRecordEncoder, part_name, serialize_train_record
+from faceflow.data.recordio import IRHeader, RecordWriter, pack_payload
+
+
+def _framed(data: bytes, label: int) -> bytes:
+    serialized = serialize_train_record(data, label)
+    return struct.pack("q", len(serialized)) + serialized
+
+
+def test_glue_mixes_every_varint_width_in_one_batch():
+    # every record length and label on both sides of each varint width boundary, interleaved
+    lengths = np.array([0, 127, 128, 16383, 16384, 2097151, 2097152, 5, 16370, 16371, 16372])
+    values = np.array([0, 127, 128, 16383, 16384, 2097151, 2097152, (1 << 28) - 1, 1 << 28, (1 << 31) - 1, 1])
+    rng = np.random.default_rng(0)
+    data = [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in lengths]
+    glue, cuts = FramedRecordEncoder("encoded", "label").glue(lengths, values)
+    rows = [glue[a:b] for a, b in zip(cuts, cuts[1:])]
+    got = b"".join(row + d for row, d in zip(rows, data)) + rows[-1]
+    assert got == b"".join(_framed(d, int(v)) for d, v in zip(data, values))
+
+
+@pytest.mark.parametrize("runs", [(0,), (), (0, 1)])
+def test_glue_of_no_records_is_empty(runs):
+    glue, cuts = FramedRecordEncoder("encoded", "label").glue(np.zeros(0, np.int64), np.zeros(0, np.int64), runs)
+    assert glue == b"" and cuts == [0] * (len(runs) + 1)
+
+
+def test_chunk_of_only_skipped_records(tmp_path, monkeypatch):
+    """A read window whose records are all bad and skipped writes nothing, and the parts stay round-robin."""
+    monkeypatch.setattr(recordio, "CHUNK_BYTES", 600)
+    images = [jpeg(i) for i in range(9)]
+    for bad in (3, 4, 5):
+        images[bad] = b"not an image, long enough to fill a window" * 8
+    with RecordWriter(tmp_path / "rec" / "train.rec", tmp_path / "rec" / "train.idx") as writer:
+        for key, image in enumerate(images):
+            writer.write(key, pack_payload(IRHeader(0, float(key % 4), key, 0), image))
+    summary = convert_rec(tmp_path / "rec", tmp_path / "of", 2, skip_bad=True, progress=False)
+    kept = [k for k in range(9) if k not in (3, 4, 5)]
+    want = [b"".join(_framed(images[k], k % 4) for k in kept[p::2]) for p in range(2)]
+    assert [(tmp_path / "of" / part_name(p)).read_bytes() for p in range(2)] == want
+    assert (summary.records, summary.skipped) == (6, 3)
+
+
+def test_protobuf_check_runs_once_per_feature_names(monkeypatch):
+    calls = []
+    check = FramedRecordEncoder._verify
+    monkeypatch.setattr(ofrecord, "_VERIFIED_NAMES", set())
+    monkeypatch.setattr(FramedRecordEncoder, "_verify", lambda self: calls.append(self._names) or check(self))
+    for _ in range(3):
+        FramedRecordEncoder("encoded", "label")
+    FramedRecordEncoder("encoded", "issame")
+    assert calls == [("encoded", "label"), ("encoded", "issame")]
+
+
+def test_protobuf_check_catches_wrong_framing(monkeypatch):
+    monkeypatch.setattr(ofrecord, "_VERIFIED_NAMES", set())
+    monkeypatch.setattr(FramedRecordEncoder, "_head", lambda self, length, tail_length: b"\0" * 8)
+    with pytest.raises(RuntimeError, match="disagrees with record_pb2"):
+        FramedRecordEncoder("encoded", "label")
+
+
+@pytest.mark.parametrize("flush_pieces", [900, 5])
+def test_short_writes_are_completed(tmp_path, monkeypatch, flush_pieces):
+    """Every writev writes only half of what it was given: the rest is written, the bytes are unchanged."""
+    images = [jpeg(i, 16 + 8 * (i % 3)) for i in range(17)]
+    with RecordWriter(tmp_path / "rec" / "train.rec", tmp_path / "rec" / "train.idx") as writer:
+        for key, image in enumerate(images):
+            writer.write(key, pack_payload(IRHeader(0, float(key // 2), key, 0), image))
+    real_write = ofrecord.os.write
+    calls = []
+
+    def half_writev(fd: int, buffers: list) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        calls.append(len(data))
+        return real_write(fd, data[:len(data) // 2])
+
+    monkeypatch.setattr(ofrecord.os, "writev", half_writev)
+    monkeypatch.setattr(ofrecord.PartsWriter, "_FLUSH_PIECES", flush_pieces)
+    summary = convert_rec(tmp_path / "rec", tmp_path / "of", 3, shuffle=True, seed=2, progress=False)
+    keys = np.random.default_rng(2).permutation(17).tolist()
+    want = [b"".join(_framed(images[k], k // 2) for k in keys[p::3]) for p in range(3)]
+    assert [(tmp_path / "of" / part_name(p)).read_bytes() for p in range(3)] == want
+    assert summary.bytes == sum(map(len, want)) and len(calls) >= 3
