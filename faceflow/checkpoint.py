@@ -7,23 +7,28 @@
         state.json     {"step", "epoch", "world_size", "loss", "time"}
         config.yaml    the resolved training config (network, embedding_size, ... )
 
+    OUT/train.json  the completion manifest of a finished run: {"run", "steps", "checkpoints": [...]}
+
 A checkpoint is written to a hidden temporary directory and renamed into place, so a directory named
-`step_*` is always complete.
+`step_*` is always complete; train.json is written (atomically) only once the last step is saved, so
+the workflow declares it, not the checkpoints, as the train job's output and an interrupted run resumes.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from faceflow.data.atomic import atomic_dir
+from faceflow.data.atomic import atomic_dir, atomic_file
 from faceflow.errors import FaceflowError
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
+MANIFEST = "train.json"
 
 
 def step_dir_name(step: int) -> str:
@@ -42,6 +47,19 @@ def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[tuple[int, Path
         if match and child.is_dir() and (child / "state.json").is_file():
             found.append((int(match.group(1)), child))
     return sorted(found)
+
+
+def remove_partial_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary directories of checkpoints whose writer was killed (SIGTERM/SIGKILL
+    skip the cleanup of `atomic_dir`); they are never resumed from, only take disk space."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    partial = [child for child in root.iterdir()
+               if child.is_dir() and child.name.startswith(".step_") and child.name.endswith((".tmp", ".old"))]
+    for child in partial:
+        shutil.rmtree(child, ignore_errors=True)
+    return partial
 
 
 def latest_checkpoint(checkpoints_dir: str | os.PathLike) -> tuple[int, Path] | None:
@@ -82,6 +100,33 @@ def read_checkpoint_meta(path: str | os.PathLike) -> tuple[dict[str, Any], dict[
     if not state_file.is_file() or not config_file.is_file():
         raise FaceflowError(f"{path}: not a faceflow checkpoint (missing state.json or config.yaml)")
     return yaml.safe_load(config_file.read_text()), json.loads(state_file.read_text())
+
+
+def write_manifest(out_dir: str | os.PathLike, steps: int) -> Path:
+    """Write OUT/train.json for a run finished at `steps`: run name, steps and its checkpoint directories
+    (relative to OUT, oldest first)."""
+    out_dir = Path(out_dir)
+    found = list_checkpoints(out_dir / "checkpoints")
+    if not found or found[-1][0] < steps:
+        raise FaceflowError(f"{out_dir / 'checkpoints'}: no checkpoint of step {steps}; the run is not finished")
+    manifest = {"run": out_dir.resolve().name, "steps": steps,
+                "checkpoints": [str(path.relative_to(out_dir)) for _, path in found]}
+    with atomic_file(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    return out_dir / MANIFEST
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The completion manifest OUT/train.json; a clear error when it is missing or malformed."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise FaceflowError(f"{path}: unreadable training manifest ({err})") from None
+    for key in ("run", "steps", "checkpoints"):
+        if not isinstance(manifest, dict) or key not in manifest:
+            raise FaceflowError(f"{path}: training manifest without {key!r}")
+    return manifest
 
 
 def load_backbone(path: str | os.PathLike, device: str = "cpu"):

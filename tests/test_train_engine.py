@@ -82,3 +82,12 @@ def test_validation_while_training_logs_xnorm_and_accuracy(tmp_path, capsys):
     assert re.search(r"^\[lfw\]\[2\]Accuracy-Flip: \d\.\d{5}\+-\d\.\d{5}$", out, re.M), out
     records = [json.loads(line) for line in (tmp_path / "val" / "validation.jsonl").read_text().splitlines()]
     assert [(r["step"], r["benchmark"]) for r in records] == [(2, "lfw")] and 0.0 <= records[0]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("momentum", ["exact", "reset"])
+def test_partial_fc_momentum_mode_follows_the_config(tmp_path, momentum):
+    trainer = _train(tmp_path, momentum, fc_mode="partial_fc", sample_rate=0.5, partial_fc_momentum=momentum,
+                     max_steps=3)
+    assert len(trainer.losses) == 3 and np.all(np.isfinite(trainer.losses))
+    # exact keeps a per-class momentum table next to the class weights; reset has none (less memory)
+    assert hasattr(trainer.head, "weight_mom") == (momentum == "exact")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from faceflow.checkpoint import read_manifest
 from faceflow.workflow.config_check import validate_config
 from faceflow.workflow.plan import build_plan
 from workflow_helpers import copy_workflow, job_counts, snakemake
@@ -41,6 +42,9 @@ def test_every_output_path_exists(finished) -> None:
     for run_name, run in plan.runs.items():
         root = workdir / "results" / "runs" / run_name
         assert (root / "train.log").stat().st_size > 0
+        manifest = read_manifest(root / "train.json")
+        assert manifest["steps"] == run.max_steps
+        assert manifest["checkpoints"] == [f"checkpoints/step_{step:06d}" for step in run.checkpoint_steps]
         for step in run.checkpoint_steps:
             assert (root / "checkpoints" / f"step_{step:06d}" / "state.json").is_file()
             for bench in plan.benchmarks:

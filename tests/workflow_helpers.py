@@ -45,3 +45,25 @@ def job_counts(output: str) -> dict[str, int]:
         if match.group(1) != "total":
             counts[match.group(1)] = int(match.group(2))
     return counts
+
+
+def tiny_run_workflow(target: Path, steps: int = 12, checkpoint_every: int = 3, **run: object) -> Path:
+    """A workflow copy with one tiny CPU run (`tiny`: narrow mbf, eager, batch 8) on a tiny synthetic set,
+    validated on lfw and exported to ONNX; `run` overrides keys of the run entry."""
+    import yaml
+
+    workdir = copy_workflow(target)
+    base = workdir / "config" / "tiny_base.yaml"
+    base.write_text(yaml.safe_dump({
+        "network": "mbf", "embedding_size": 16, "network_kwargs": {"width_mult": 0.125, "blocks": [1, 1, 1, 1]},
+        "loss": "softmax", "batch_size": 8, "max_steps": steps, "lr": 0.05, "checkpoint_every": checkpoint_every,
+        "log_every": 1, "graph": False, "device": "cpu", "num_threads": 1}))
+    config = {
+        "datasets": {"synthetic": {"synthetic": {"classes": 8, "per_class": 4, "pairs": 20, "seed": 0}}},
+        "runs": {"tiny": {"dataset": "synthetic", "base": "config/tiny_base.yaml", "device": "cpu", "gpus": 1,
+                          "threads": 1, **run}},
+        "validation": {"benchmarks": ["lfw"], "batch_size": 20},
+        "export": {"formats": ["onnx"], "checkpoint": "last"},
+    }
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir

@@ -1,7 +1,9 @@
-"""`faceflow train CONFIG [--set k=v ...] [--out DIR] [--nproc-per-node N [--nnodes M --node-rank R ...]]`.
+"""`faceflow train CONFIG [--set k=v ...] [--out DIR] [--restart-if-changed] [--nproc-per-node N [--nnodes M ...]]`.
 
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
+Before that, OUT's checkpoints are checked against the config (faceflow.train.resume): same training
+settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside.
 """
 from __future__ import annotations
 
@@ -12,10 +14,15 @@ from pathlib import Path
 
 from faceflow.errors import FaceflowError
 from faceflow.train import worker
+from faceflow.train.metrics import TrainLog
+from faceflow.train.resume import prepare_out_dir
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = worker.build_parser()
+    parser.add_argument("--restart-if-changed", action="store_true",
+                        help="if OUT's checkpoints were trained with other settings, move them to OUT/superseded/ "
+                             "and train from step 0 (without it that is an error; same settings always resume)")
     group = parser.add_argument_group("multi-process")
     group.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="processes on this node")
     group.add_argument("--nnodes", type=int, default=1, metavar="M", help="number of nodes")
@@ -34,8 +41,8 @@ def _worker_args(args: argparse.Namespace, out_dir: Path) -> list[str]:
     return argv
 
 
-def _check_world(args: argparse.Namespace, world: int) -> None:
-    """Fail before launching when the data or the config cannot work with `world` processes."""
+def _check_world(args: argparse.Namespace, world: int) -> dict:
+    """Fail before launching when the data or the config cannot work with `world` processes; returns the config."""
     from faceflow.data.pipeline import check_parts_divisible
 
     if args.nproc_per_node < 1 or args.nnodes < 1:
@@ -44,14 +51,17 @@ def _check_world(args: argparse.Namespace, world: int) -> None:
         raise FaceflowError(f"--node-rank {args.node_rank}: must be in [0, {args.nnodes})")
     config = worker.resolve(args)
     check_parts_divisible(config["train_data"], world)
+    return config
 
 
 def main(argv: list[str]) -> int:
     """Validate the config, then train in-process or launch one worker per rank."""
     args = _parser().parse_args(argv)
     world = args.nproc_per_node * args.nnodes
-    _check_world(args, world)
+    config = _check_world(args, world)
     out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
+    if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
+        prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)
     if world == 1:
         return worker.run(args)
     command = [sys.executable, "-m", "faceflow.runtime.launch",

@@ -18,7 +18,8 @@ import yaml
 import faceflow  # noqa: F401
 import oneflow as flow
 
-from faceflow.checkpoint import latest_checkpoint, read_checkpoint_meta, step_dir_name, write_checkpoint
+from faceflow.checkpoint import (MANIFEST, latest_checkpoint, read_checkpoint_meta, remove_partial_checkpoints,
+                                 step_dir_name, write_checkpoint, write_manifest)
 from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError
 from faceflow.runtime.device import all_ranks_placement, resolve_device, world_size
@@ -26,6 +27,7 @@ from faceflow.train.amp import DynamicLossScaler
 from faceflow.train.config import total_steps
 from faceflow.train.graph import TrainGraph
 from faceflow.train.metrics import SpeedMeter, TrainLog, speed_line
+from faceflow.train.resume import find_conflict
 from faceflow.train.schedule import build_scheduler, learning_rate
 
 Batches = Iterator[tuple[flow.Tensor, flow.Tensor]]
@@ -109,7 +111,7 @@ class Trainer:
         self.optimizer = flow.optim.SGD([group], lr=cfg["lr"], momentum=cfg["momentum"],
                                         weight_decay=cfg["weight_decay"])
         if hasattr(self.head, "bind_optimizer"):  # Partial FC swaps momentum rows with its class sample
-            self.head.bind_optimizer(self.optimizer)
+            self.head.bind_optimizer(self.optimizer, keep_momentum=cfg["partial_fc_momentum"] == "exact")
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
         self.graph = TrainGraph(self.backbone, self.head, self.optimizer, self.scheduler, self.amp) \
             if cfg["graph"] else None
@@ -221,13 +223,21 @@ class Trainer:
         return validate
 
     def run(self) -> int:
-        """Train until the last step (resuming if possible); returns the final step."""
+        """Train until the last step (resuming if the checkpoints were trained with the same settings), then
+        write the completion manifest OUT/train.json; returns the final step."""
+        conflict = find_conflict(self.checkpoints, self.config, self.world)
+        if conflict is not None:
+            raise FaceflowError(conflict.message())
         finished = self._finished()
         if finished:
             self.log.message(f"training already finished: {finished[1]} is step {finished[0]} of {self.total}; "
                              "nothing to do")
+            self._write_manifest()
             return finished[0]
         self._write_run_config()
+        if self.is_writer:  # a manifest of a shorter earlier run does not describe this one
+            (self.out_dir / MANIFEST).unlink(missing_ok=True)
+            remove_partial_checkpoints(self.checkpoints)
         self._build()
         start = 0
         latest = latest_checkpoint(self.checkpoints)
@@ -245,7 +255,12 @@ class Trainer:
         validate = self._validator()
         batches = self.batch_factory(self.config, self.placement, start)
         self._loop(start, batches, validate)
+        self._write_manifest()
         return self.total
+
+    def _write_manifest(self) -> None:
+        if self.is_writer:
+            write_manifest(self.out_dir, self.total)
 
     def _loop(self, start: int, batches: Batches, validate: Callable[[int], None] | None) -> None:
         cfg = self.config

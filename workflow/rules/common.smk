@@ -43,6 +43,11 @@ def run_train_data(wildcards):
     return f"results/ofrecord/{PLAN.runs[wildcards.run].dataset}/train"
 
 
+def checkpoints_dir(wildcards):
+    """A run's checkpoint directory: read by validation and export, never a declared output (see train.smk)."""
+    return f"results/runs/{wildcards.run}/checkpoints"
+
+
 def run_bench_data(wildcards):
     """The OFRecord validation directory of a benchmark of a run's dataset."""
     dataset = PLAN.runs[wildcards.run].dataset
@@ -76,8 +81,8 @@ def export_outputs():
 
 
 def export_inputs(wildcards):
-    """Inputs of a run's export: its checkpoints, and the validation results `best:` chooses by."""
-    inputs = {"checkpoints": f"results/runs/{wildcards.run}/checkpoints"}
+    """Inputs of a run's export: its training manifest, and the validation results `best:` chooses by."""
+    inputs = {"manifest": f"results/runs/{wildcards.run}/train.json"}
     bench = PLAN.export_bench()
     if bench is not None:
         inputs["validation"] = [

@@ -10,6 +10,7 @@ rule export_model:
     params:
         select=PLAN.export_checkpoint,
         formats=",".join(PLAN.export_formats),
+        checkpoints=checkpoints_dir,
         validation=lambda wildcards: f"results/runs/{wildcards.run}/validation",
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -19,5 +20,5 @@ rule export_model:
         "../envs/faceflow.yaml"
     shell:
         "ckpt=$(FACEFLOW_LAZY_ONEFLOW=1 python -m faceflow.workflow.selection {params.select}"
-        " {input.checkpoints} {params.validation} 2> {log}) &&"
+        " {params.checkpoints} {params.validation} 2> {log}) &&"
         " OMP_NUM_THREADS={threads} faceflow export bundle $ckpt {params.out} --formats {params.formats} >> {log} 2>&1"

@@ -1,10 +1,11 @@
-# results/report/{accuracy.csv, report.md, report.html} from every validation result and loss curve.
+# results/report/{accuracy.csv, report.md, report.html} from every validation result and loss curve
+# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists).
 
 
 rule make_report:
     input:
         validation=validation_results(),
-        metrics=expand("results/runs/{run}/metrics.jsonl", run=list(PLAN.runs)),
+        manifests=expand("results/runs/{run}/train.json", run=list(PLAN.runs)),
     output:
         csv="results/report/accuracy.csv",
         md="results/report/report.md",

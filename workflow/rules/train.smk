@@ -1,5 +1,11 @@
-# results/runs/{run}/checkpoints/step_NNNNNN/, metrics.jsonl and train.log (written by `faceflow train`;
-# the job's full console output goes to results/logs/train/{run}.log).
+# results/runs/{run}/train.json: the completion manifest (run, steps, checkpoint directories) that
+# `faceflow train` writes atomically after the last step. It is the only declared output: the
+# checkpoints (results/runs/{run}/checkpoints/step_NNNNNN/), metrics.jsonl and train.log are not, so
+# Snakemake never deletes them. An interrupted job (Ctrl-C, time limit, node failure, killed snakemake)
+# has no manifest, so the next invocation reruns it and `faceflow train` resumes from the newest
+# complete checkpoint. When the run's training parameters changed (Snakemake reruns the job),
+# --restart-if-changed makes faceflow move the old checkpoints to results/runs/{run}/superseded/<time>/
+# and train from step 0. The job's console output goes to results/logs/train/{run}.log.
 # The job asks for `gpu=G` and starts one process per GPU (CPU processes when the run's device is cpu);
 # its parameters come from the run entry only, so validation settings never retrain.
 
@@ -8,15 +14,13 @@ rule train:
     input:
         data=run_train_data,
     output:
-        checkpoints=directory("results/runs/{run}/checkpoints"),
-        metrics="results/runs/{run}/metrics.jsonl",
-        train_log="results/runs/{run}/train.log",
+        manifest="results/runs/{run}/train.json",
     params:
         base=lambda wildcards: PLAN.runs[wildcards.run].base,
         sets=lambda wildcards, input: PLAN.runs[wildcards.run].set_argument_string(input.data),
         nproc=lambda wildcards: PLAN.runs[wildcards.run].gpus,
         port=lambda wildcards: PLAN.runs[wildcards.run].master_port,
-        out=lambda wildcards, output: os.path.dirname(output.metrics),
+        out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         "results/logs/train/{run}.log",
     threads: lambda wildcards: PLAN.runs[wildcards.run].gpus * PLAN.runs[wildcards.run].threads
@@ -26,5 +30,5 @@ rule train:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow train {params.base} {params.sets} --out {params.out}"
+        "faceflow train {params.base} {params.sets} --out {params.out} --restart-if-changed"
         " --nproc-per-node {params.nproc} --master-port {params.port} > {log} 2>&1"
