@@ -1,5 +1,5 @@
 """Benchmark: `convert rec` vs a plain copy of the same .rec bytes, and the OneFlow training input
-pipeline vs MXNet's ImageRecordIter (same data, same decode threads requested). Ratios are printed last.
+pipeline vs MXNet's ImageRecordIter (same data, same CPU, same decode threads requested). Ratios are printed last.
 
 Convert ratio = MB/s of `convert_rec` (read train.rec + idx + property, check every record, write
 OFRecord parts atomically) / MB/s of `shutil.copyfile(train.rec)` (the kernel reads and writes the
@@ -13,33 +13,39 @@ convert's fixed costs (opening, index, temp dir + rename, meta.json: ~1 ms) are 
 at 20000 they are below 2%, while the data still fits the page cache, so both sides are measured
 CPU-bound (the worst case for the ratio: a disk-bound copy of a real dataset is slower).
 
-Pipelines: each run builds its pipeline, decodes --warmup batches untimed (start-up, first reads),
-then times --batches batches; the two sides alternate (order swapped every round) for --rounds
-rounds and each keeps its best, so both get the same chances at the quiet moments of a shared
-machine. Both are asked for --threads decode threads; what each really runs is printed:
-ImageRecordIter caps preprocess_threads at cores - 1 (read back from its own log: 1 on a 2-core
-machine), while OneFlow 0.9 decodes on its compute thread pool, sized to the core count at start-up
-whatever `set_num_threads` says (that sizes only its intra-op primitives). CPU cores busy per side
-are printed too: OneFlow's waiting threads (the host thread in `.numpy()`, the VM scheduler and
-worker) poll rather than sleep, so it needs every core free to lead; under CPU contention from
-other processes its ratio falls below 1 while MXNet's single decoder barely notices.
+Pipelines: every run is a bench/pipeline_run.py process pinned (sched_setaffinity before it starts,
+so every thread the library creates inherits it) to the same CPUs as the other side's runs; it builds its
+pipeline, decodes --warmup batches untimed, then times 3 windows of --batches batches for each of two
+consumers: "numpy" hands images and labels over as NumPy arrays (MXNet copies them out; OneFlow gives
+views but waits twice per batch), "ready" waits once per batch until both are ready for the next op, as
+a training step does. The sides alternate (first one swapped every round), each keeps its best window.
+Headline: both pinned to ONE CPU with 1 decode thread requested, so both have the same core whatever
+their thread pools: ImageRecordIter caps preprocess_threads at cores - 1 (1 here, read back from its
+log), OneFlow 0.9 decodes on its compute pool, sized to the machine's core count at start-up
+(hardware_concurrency ignores affinity; no environment variable changes it). Secondary: both on every
+CPU with 2 threads requested. Threads busy (>= 5% of a core) and cores busy are printed per side.
 
-Usage: python bench/convert.py [--images 20000] [--threads 2] [--batch 64] [--batches 80] [--parts 8]
+Why TrainPipeline is slower per core (perf, one CPU): CropMirrorNormalize's per-element loop costs
+about as much as the JPEG decode itself (~28% vs ~36% of samples), and OneFlow's `.numpy()` wait blocks
+then busy-spins (BlockingThenBusy, no yield): on one core the woken main thread spins on the worker's
+time (~20% of samples, once per wait). Replacing CropMirrorNormalize by image flip + cast + batched
+matmul transpose gives bit-identical output but is no faster; eager permute/flip are ~5x slower.
+
+Usage: python bench/convert.py [--images 20000] [--cpu N] [--threads 1] [--batch 64] [--batches 80] [--parts 8]
 The headline convert ratio is 1 part (one file in, one file out, like the copy); N parts is also shown.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import io
+import json
 import os
-import re
-import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -47,7 +53,6 @@ from PIL import Image
 import faceflow  # noqa: F401  (loads the libraries oneflow needs, before any data module)
 
 from faceflow.data.convert import convert_rec
-from faceflow.data.pipeline import TrainPipeline
 from faceflow.data.recordio import IRHeader, RecordDataset, RecordWriter, pack_payload, write_insightface_dataset
 
 
@@ -129,102 +134,69 @@ def write_im2rec_copy(records: list[tuple[int, bytes]], out_dir: Path) -> None:
             writer.write(key, pack_payload(IRHeader(0, float(label), key, 0), image))
 
 
-def mxnet_decode_threads(im2rec_dir: Path, requested: int) -> int:
-    """Decode threads ImageRecordIter really runs for `preprocess_threads=requested`, from its verbose log
-    (MXNet 1.x caps the request at cores - 1 and says so only there)."""
-    import mxnet as mx
-
-    with tempfile.TemporaryFile() as log:
-        saved = os.dup(2)
-        os.dup2(log.fileno(), 2)  # MXNet logs from C++ to file descriptor 2
-        try:
-            mx.io.ImageRecordIter(path_imgrec=str(im2rec_dir / "train.rec"), data_shape=(3, 112, 112),
-                                  batch_size=1, preprocess_threads=requested, verbose=True)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        log.seek(0)
-        found = re.search(rb"use (\d+) threads for decoding", log.read())
-    if found is None:
-        raise SystemExit("ImageRecordIter did not log its decode thread count")
-    return int(found.group(1))
+CONSUMERS = {"numpy": "both outputs handed over as NumPy arrays",
+             "ready": "one wait per batch until both are ready for the next op (as a training step)"}
 
 
-def process_cpu_seconds() -> float:
-    """User + system CPU time of this process so far (all threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def run_pipeline(side: str, im2rec_dir: Path, of_dir: Path, cpus: set[int], threads: int, batch: int, batches: int,
+                 warmup: int, windows: int) -> dict:
+    """One bench/pipeline_run.py process for `side`, pinned to `cpus` before it starts: its JSON result."""
+    command = [sys.executable, str(Path(__file__).with_name("pipeline_run.py")), side, str(im2rec_dir), str(of_dir),
+               "--threads", str(threads), "--batch", str(batch), "--batches", str(batches),
+               "--warmup", str(warmup), "--windows", str(windows)]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    if done.returncode != 0:
+        raise SystemExit(f"{side} pipeline run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_pipelines(im2rec_dir: Path, of_dir: Path, threads: int, batch: int, batches: int, warmup: int,
-                    rounds: int) -> dict[str, tuple[float, float]]:
-    """{"mxnet"/"oneflow": (best images/s, CPU cores busy in that run)}: decode, mirror, normalize, NCHW float32.
+def bench_pipelines(im2rec_dir: Path, of_dir: Path, cpus: set[int], threads: int, batch: int, batches: int,
+                    warmup: int, rounds: int) -> dict[str, dict]:
+    """{"mxnet"/"oneflow": {consumer: best window, ...}}: decode, mirror, normalize, NCHW float32 batches.
 
-    A run builds its pipeline, takes `warmup` batches untimed, times `batches` more, then drops it, so
-    neither side decodes in the background while the other is measured. Both keep one batch in flight.
+    Every run is its own process pinned to `cpus` (so neither side decodes in the background while the
+    other is measured, and neither holds idle threads of the other library); the sides alternate, the
+    first one swapped every round, and each keeps its best run (the machine is shared).
     """
-    import mxnet as mx
+    results: dict[str, list[dict]] = {"mxnet": [], "oneflow": []}
+    for r in range(rounds):
+        for side in ("mxnet", "oneflow") if r % 2 == 0 else ("oneflow", "mxnet"):
+            results[side].append(run_pipeline(side, im2rec_dir, of_dir, cpus, threads, batch, batches, warmup, 3))
+    return {side: {"decode_threads": runs[0]["decode_threads"], "cpus": runs[0]["cpus"],
+                   **{consumer: max((run[consumer] for run in runs), key=lambda kept: kept["images_per_second"])
+                      for consumer in CONSUMERS}}
+            for side, runs in results.items()}
 
-    def mx_batches() -> Iterator[None]:
-        it = mx.io.ImageRecordIter(path_imgrec=str(im2rec_dir / "train.rec"), path_imgidx=str(im2rec_dir / "train.idx"),
-                                   data_shape=(3, 112, 112), batch_size=batch, shuffle=True, rand_mirror=True,
-                                   mean_r=127.5, mean_g=127.5, mean_b=127.5, std_r=127.5, std_g=127.5, std_b=127.5,
-                                   preprocess_threads=threads, prefetch_buffer=1, round_batch=True, verbose=False)
-        while True:
-            try:
-                b = it.next()
-            except StopIteration:
-                it.reset()
-                continue
-            b.data[0].asnumpy()
-            b.label[0].asnumpy()
-            yield
 
-    def of_batches() -> Iterator[None]:
-        pipeline = TrainPipeline(of_dir, batch, shuffle=True, num_threads=threads)
-        pending = pipeline()
-        while True:
-            queued = pipeline()  # OneFlow's eager ops run asynchronously: the next batch decodes meanwhile
-            images, labels = pending
-            images.numpy()
-            labels.numpy()
-            yield
-            pending = queued
-
-    def run(make: Callable[[], Iterator[None]]) -> tuple[float, float]:
-        source = make()
-        for _ in range(warmup):
-            next(source)
-        start, cpu = time.perf_counter(), process_cpu_seconds()
-        for _ in range(batches):
-            next(source)
-        seconds = time.perf_counter() - start
-        cores = (process_cpu_seconds() - cpu) / seconds
-        source.close()
-        del source
-        gc.collect()
-        return batch * batches / seconds, cores
-
-    results: dict[str, list[tuple[float, float]]] = {"mxnet": [], "oneflow": []}
-    sides = [("mxnet", mx_batches), ("oneflow", of_batches)]
-    for r in range(rounds):  # alternate, swapping who goes first; keep each side's best (the machine is shared)
-        for name, make in sides if r % 2 == 0 else sides[::-1]:
-            results[name].append(run(make))
-    return {name: max(runs) for name, runs in results.items()}
+def print_pipelines(title: str, pipes: dict[str, dict]) -> None:
+    """Per consumer and side: best images/s and what that run really used."""
+    print(title)
+    for consumer, meaning in CONSUMERS.items():
+        print(f"  {meaning}:")
+        for side, label in (("mxnet", "mx.io.ImageRecordIter"), ("oneflow", "faceflow TrainPipeline")):
+            run, kept = pipes[side], pipes[side][consumer]
+            pool = "decode threads (its log)" if side == "mxnet" else "compute-pool threads decode"
+            print(f"    {label:24s} {kept['images_per_second']:7.0f} img/s  CPUs {run['cpus']}, "
+                  f"{run['decode_threads']} {pool}, {kept['threads_busy']}/{kept['threads']} threads busy, "
+                  f"{kept['cores_busy']:.2f} cores busy")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000, help="face-sized JPEGs in the dataset (see the docstring)")
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="decode threads requested from both pipelines (MXNet caps it at cores - 1)")
+    parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
+                        help="the one CPU both pipelines are pinned to for the headline ratio")
+    parser.add_argument("--threads", type=int, default=1, help="decode threads requested from both when pinned")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=80, help="timed batches per pipeline run")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches before each timed pipeline run")
     parser.add_argument("--repeats", type=int, default=20,
                         help="alternating copy/convert runs, best of each kept (the machine is shared)")
-    parser.add_argument("--rounds", type=int, default=12, help="alternating pipeline rounds (best kept)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="alternating pinned pipeline runs per side (each best of 3 windows; best kept)")
+    parser.add_argument("--all-rounds", type=int, default=2,
+                        help="alternating runs per side on every CPU, one thread per CPU requested (secondary figure)")
     parser.add_argument("--parts", type=int, default=8, help="parts of the second convert measurement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faceflow-bench-") as tmp:
@@ -252,21 +224,26 @@ def main() -> None:
                   f"records/s; per CPU second: {mbps['cpu']:.1f} MB)")
         mx_rps, ff_rps = bench_readers(work / "rec", max(args.repeats // 3, 1))
         print(f"read records: mxnet.recordio {mx_rps:.0f}/s, faceflow {ff_rps:.0f}/s")
-        used = {"mxnet": mxnet_decode_threads(work / "im2rec", args.threads), "oneflow": os.cpu_count() or 1}
-        pipes = bench_pipelines(work / "im2rec", work / "of", args.threads, args.batch, args.batches, args.warmup,
-                                args.rounds)
-        print(f"input pipeline (batch {args.batch}, {args.threads} decode threads requested from both, "
-              f"best of {args.rounds} x {args.batches} batches):")
-        for name, label in (("mxnet", "mx.io.ImageRecordIter"), ("oneflow", "faceflow TrainPipeline")):
-            ips, cores = pipes[name]
-            print(f"  {label:24s} {ips:7.0f} img/s  ({used[name]} decode threads, {cores:.2f} CPU cores busy)")
+        all_cpus = os.sched_getaffinity(0)
+        pinned = bench_pipelines(work / "im2rec", work / "of", {args.cpu}, args.threads, args.batch, args.batches,
+                                 args.warmup, args.rounds)
+        both = bench_pipelines(work / "im2rec", work / "of", all_cpus, len(all_cpus), args.batch, args.batches, args.warmup,
+                               args.all_rounds)
+        print_pipelines(f"input pipeline on every CPU {sorted(all_cpus)}, {len(all_cpus)} decode threads requested from both "
+                        f"(secondary; best of {args.all_rounds} runs x 3 x {args.batches} batches of {args.batch}):", both)
+        print_pipelines(f"input pipeline pinned to CPU {args.cpu}, {args.threads} decode thread(s) requested from both "
+                        f"(best of {args.rounds} runs x 3 x {args.batches} batches of {args.batch}):", pinned)
         print(f"load average {os.getloadavg()[0]:.2f}")
     print(f"ratio convert --parts 1/copy in CPU time (load-independent): "
           f"{convert_mbps[1]['cpu'] / copy_mbps['cpu']:.3f}")
     print(f"ratio convert --parts {args.parts}/copy: {convert_mbps[args.parts]['wall'] / copy_mbps['wall']:.3f}")
     print(f"ratio convert --parts 1/copy (goal >= 0.5): {convert_mbps[1]['wall'] / copy_mbps['wall']:.3f}")
     print(f"ratio faceflow/mxnet record reader: {ff_rps / mx_rps:.3f}")
-    print(f"ratio TrainPipeline/ImageRecordIter (goal >= 1.0): {pipes['oneflow'][0] / pipes['mxnet'][0]:.3f}")
+    for name, pipes, consumer in (("every CPU", both, "numpy"), ("every CPU", both, "ready"),
+                                  ("same single CPU", pinned, "ready"), ("same single CPU", pinned, "numpy")):
+        ratio = pipes["oneflow"][consumer]["images_per_second"] / pipes["mxnet"][consumer]["images_per_second"]
+        goal = " (goal >= 1.0)" if pipes is pinned and consumer == "numpy" else ""
+        print(f"ratio TrainPipeline/ImageRecordIter, {name}, {consumer}{goal}: {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 `python -m faceflow.runtime.launch --nproc_per_node 2 tests/dist_heads_worker.py OUT.npz` runs every case
 on 2 CPU processes and rank 0 saves losses and gradients; the tests compare them with `run_case` in one process.
+`... dist_heads_worker.py OUT.npz train` instead runs the tiny training runs of TRAIN_CASES (engine + mbf).
 """
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faceflow  # noqa: F401
@@ -95,16 +98,23 @@ def run_case(fc_mode: str, loss: str, rate: float, data: dict[str, np.ndarray]) 
 GRAPH_LR = 0.1
 
 
-def run_graph_case(fc_mode: str, loss: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One nn.Graph step (forward, backward, plain SGD lr 0.1): loss and the updated weights."""
+def run_graph_case(fc_mode: str, loss: str, data: dict[str, np.ndarray],
+                   batchnorm: bool = False) -> dict[str, np.ndarray]:
+    """One nn.Graph step (forward, backward, plain SGD lr 0.1): loss and the updated weights
+    (`batchnorm`: the Linear + BatchNorm1d backbone of `run_bn_case`)."""
     placement = all_ranks_placement("cpu")
     classes = len(data["weight"])
     config = {"loss": loss, "margins": None, "fc_mode": fc_mode, "num_classes": classes, "embedding_size": EMB}
     head = build_head(config, placement)
     set_class_weight(head, data["weight"], data["bias"])
-    backbone = nn.Linear(IN_FEATURES, EMB, bias=False).to_global(placement=placement, sbp=flow.sbp.broadcast)
-    with flow.no_grad():
-        backbone.weight.copy_(_global(data["backbone"], placement, flow.sbp.broadcast))
+    if batchnorm:
+        backbone = bn_backbone(placement, data["backbone"])
+        linear = backbone[0]
+    else:
+        backbone = linear = nn.Linear(IN_FEATURES, EMB, bias=False).to_global(placement=placement,
+                                                                               sbp=flow.sbp.broadcast)
+        with flow.no_grad():
+            backbone.weight.copy_(_global(data["backbone"], placement, flow.sbp.broadcast))
     optimizer = flow.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=GRAPH_LR)
 
     class TrainStep(nn.Graph):
@@ -120,8 +130,91 @@ def run_graph_case(fc_mode: str, loss: str, data: dict[str, np.ndarray]) -> dict
 
     value = TrainStep()(_global(data["x"], placement, flow.sbp.split(0)),
                         _global(data["labels"], placement, flow.sbp.split(0)))
-    return {"loss": np.array(float(_numpy(value))), "backbone": _numpy(backbone.weight),
+    return {"loss": np.array(float(_numpy(value))), "backbone": _numpy(linear.weight),
             "weight": _numpy(head.weight)[:classes]}
+
+
+BN_CASES = [("model_parallel", "arcface"), ("model_parallel", "softmax"), ("partial_fc", "cosface"),
+            ("data_parallel", "cosface")]
+BN_RANKS = 2  # the batch is normalized in this many slices, as BatchNorm on split(0) does per rank
+
+
+def bn_backbone(placement: flow.placement, weight: np.ndarray) -> nn.Module:
+    """Linear + BatchNorm1d: BatchNorm on a split(0) batch normalizes each rank's slice (like the fc1 layer)."""
+    backbone = nn.Sequential(nn.Linear(IN_FEATURES, EMB, bias=False), nn.BatchNorm1d(EMB))
+    backbone = backbone.to_global(placement=placement, sbp=flow.sbp.broadcast)
+    with flow.no_grad():
+        backbone[0].weight.copy_(_global(weight, placement, flow.sbp.broadcast))
+    return backbone
+
+
+def run_bn_case(fc_mode: str, loss: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Loss (also each rank's local copy), BatchNorm backbone and class gradients; on one process the
+    batch is normalized in BN_RANKS slices, as the ranks of a 2-process run do."""
+    placement = all_ranks_placement("cpu")
+    flow.manual_seed(1)
+    world = len(placement.ranks)
+    classes = len(data["weight"])
+    config = {"loss": loss, "margins": None, "fc_mode": fc_mode, "num_classes": classes, "embedding_size": EMB,
+              "batch_size": BATCH // world}
+    head = build_head(config, placement)
+    set_class_weight(head, data["weight"], data["bias"])
+    backbone = bn_backbone(placement, data["backbone"])
+    labels = _global(data["labels"], placement, flow.sbp.split(0))
+    if world == 1:
+        slices = np.split(data["x"], BN_RANKS)
+        embeddings = flow.cat([backbone(_global(part, placement, flow.sbp.broadcast)) for part in slices])
+    else:
+        embeddings = backbone(_global(data["x"], placement, flow.sbp.split(0)))
+    value = head(embeddings, labels)
+    value.backward()
+    local = flow.tensor(value.to_local().numpy().reshape(1)).to_global(placement=placement, sbp=flow.sbp.split(0))
+    class_table = head.weight_activated if isinstance(head, PartialFC) else head.weight
+    return {"loss": np.array(float(_numpy(value))), "local_loss": _numpy(local),
+            "backbone_grad": _numpy(backbone[0].weight.grad), "class_grad": _numpy(class_table.grad)[:classes]}
+
+
+# (fc_mode, loss, batch_size per rank, graph): the tiny mbf runs that went NaN on 2 processes
+TRAIN_CASES = [("model_parallel", "cosface", 2, False), ("model_parallel", "arcface", 2, True),
+               ("model_parallel", "softmax", 2, False), ("model_parallel", "arcface", 1, False)]
+TRAIN_STEPS = 3
+
+
+def train_case_name(case: tuple) -> str:
+    """Key prefix of one training run in the saved results."""
+    return "train-" + "-".join(str(part) for part in case)
+
+
+def run_train_case(case: tuple, out_dir: Path) -> np.ndarray:
+    """Per-step losses of the tiny config trained on this process group (NaN once it diverged)."""
+    from train_support import step_batches, tiny_config
+
+    from faceflow.train.engine import Trainer, TrainingDiverged
+
+    fc_mode, loss, batch_size, graph = case
+    config = tiny_config(fc_mode=fc_mode, loss=loss, margins=None if loss == "softmax" else {"s": 8.0},
+                         batch_size=batch_size, graph=graph, max_steps=TRAIN_STEPS, checkpoint_every=100)
+    trainer = Trainer(config, out_dir, batches=step_batches)
+    try:
+        trainer.run()
+    except TrainingDiverged:
+        pass
+    losses = np.full(TRAIN_STEPS, np.nan, dtype=np.float64)
+    losses[: len(trainer.losses)] = trainer.losses
+    return losses
+
+
+def main_train(out_path: str) -> None:
+    """Run TRAIN_CASES on this process group; every rank records its losses (they must agree)."""
+    results: dict[str, np.ndarray] = {}
+    placement = all_ranks_placement("cpu")
+    with tempfile.TemporaryDirectory(dir=Path(out_path).parent) as scratch:
+        for number, case in enumerate(TRAIN_CASES):
+            losses = run_train_case(case, Path(scratch) / str(number))
+            per_rank = flow.tensor(losses.reshape(1, -1)).to_global(placement=placement, sbp=flow.sbp.split(0))
+            results[train_case_name(case) + "/losses"] = _numpy(per_rank)
+    if flow.env.get_rank() == 0:
+        np.savez(out_path, **results)
 
 
 def main(out_path: str) -> None:
@@ -134,6 +227,11 @@ def main(out_path: str) -> None:
     for fc_mode in ("model_parallel", "data_parallel"):
         for field, value in run_graph_case(fc_mode, "arcface", problem()).items():
             results[f"graph-{fc_mode}/{field}"] = value
+    for fc_mode, loss in BN_CASES:
+        for field, value in run_bn_case(fc_mode, loss, problem()).items():
+            results[f"bn-{fc_mode}-{loss}/{field}"] = value
+    for field, value in run_graph_case("model_parallel", "arcface", problem(), batchnorm=True).items():
+        results[f"graph-bn-model_parallel/{field}"] = value
     dp_head = build_head({"loss": "arcface", "fc_mode": "data_parallel", "num_classes": CLASSES,
                           "embedding_size": EMB}, all_ranks_placement("cpu"))
     per_rank = dp_head.weight.to_local().to_global(placement=dp_head.weight.placement, sbp=flow.sbp.split(0))
@@ -143,4 +241,7 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["train"]:
+        main_train(sys.argv[1])
+    else:
+        main(sys.argv[1])

@@ -77,6 +77,20 @@ def test_combined_margin_keeps_m2_when_m3_is_set() -> None:
     assert got[0, 1] == pytest.approx(32 * 0.1, rel=1e-6)
 
 
+@pytest.mark.parametrize("loss", NAMED_MARGIN_LOSSES)
+def test_margin_gradients_are_finite_at_cos_plus_minus_one(loss: str) -> None:
+    """OneFlow's combined_margin_loss has an inf/NaN gradient at |cos| = 1; the head clamps first."""
+    margins = resolve_margins(loss)
+    cos = flow.tensor(np.array([[1.0, -1.0, 0.2], [-1.0, 1.0, 0.3], [0.5, 1.0, -1.0]], dtype=np.float32),
+                      requires_grad=True)
+    labels = np.array([0, 0, 2])
+    logits = margin_logits(cos, flow.tensor(labels), margins)
+    logits.sum().backward()
+    assert np.all(np.isfinite(logits.numpy())) and np.all(np.isfinite(cos.grad.numpy()))
+    inside = np.clip(cos.numpy(), -1 + 1e-7, 1 - 1e-7)
+    np.testing.assert_allclose(logits.numpy(), numpy_margin_logits(inside, labels, margins), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("loss", ["softmax"] + NAMED_MARGIN_LOSSES)
 @pytest.mark.parametrize("fc_mode", ["data_parallel", "model_parallel", "partial_fc"])
 def test_loss_equals_numpy_closed_form(loss: str, fc_mode: str) -> None:

@@ -59,6 +59,17 @@ def fit_class_rows(state_dict: dict, prefix: str, names: tuple[str, ...], num_cl
         state_dict[prefix + name] = flow.cat([kept, pad], dim=0)
 
 
+def gather_batch(embeddings: flow.Tensor) -> flow.Tensor:
+    """`embeddings` as broadcast for the class-split heads, its gradient returned in the embeddings' own sbp.
+
+    Without `grad_sbp` OneFlow 0.9 hands the backbone a broadcast gradient, and BatchNorm's backward on a
+    split(0) input then mixes the ranks' batch statistics: wrong backbone gradients, NaN at 2 samples per rank.
+    """
+    if not embeddings.is_global or embeddings.sbp == (flow.sbp.broadcast,):
+        return embeddings
+    return embeddings.to_global(sbp=flow.sbp.broadcast, grad_sbp=embeddings.sbp)
+
+
 def _row_max(logits: flow.Tensor, class_shards: int) -> flow.Tensor:
     """Detached row max; for class-split logits reduce each shard first so only `[B, world]` is exchanged."""
     logits = logits.detach()
@@ -76,6 +87,7 @@ def margin_softmax_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: fl
 
     `margins=None` is the plain softmax (FC with `bias`); otherwise cosine logits with the combined margin.
     `logit_bias` (per class) masks padding classes; `class_shards` > 1 when the classes are split(1) over ranks.
+    A global result is broadcast.
     """
     target_rows = flow.index_select(weight, 0, labels)
     if margins is None:
@@ -90,7 +102,10 @@ def margin_softmax_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: fl
         logits = logits + logit_bias
     row_max = _row_max(logits, class_shards)
     log_sum_exp = flow.log(flow.exp(logits - row_max.unsqueeze(1)).sum(dim=1)) + row_max
-    return (log_sum_exp - target).mean()
+    loss = (log_sum_exp - target).mean()
+    # the mean over a split(0) batch (data parallel) and the softmax target gathered from split(0) class rows
+    # (model parallel) come out partial_sum: every rank must hold the whole loss (the engine reads its local copy)
+    return loss.to_global(sbp=flow.sbp.broadcast) if loss.is_global else loss
 
 
 class FullyConnectedHead(nn.Module):
@@ -122,7 +137,7 @@ class FullyConnectedHead(nn.Module):
     def forward(self, embeddings: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
         """Scalar loss for global `embeddings` [B, E] and `labels` [B] (both split(0) over the batch)."""
         if self.model_parallel:
-            embeddings = embeddings.to_global(sbp=flow.sbp.broadcast)
+            embeddings = gather_batch(embeddings)
             labels = labels.to_global(sbp=flow.sbp.broadcast)
         return margin_softmax_loss(embeddings, labels, self.weight, self.bias, self.margins,
                                    self.logit_bias, self.class_shards)

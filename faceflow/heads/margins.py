@@ -64,22 +64,32 @@ def resolve_margins(loss: str, overrides: Optional[Mapping[str, Any]] = None) ->
     return margins
 
 
+# cosines are kept this far inside [-1, 1] before acos: d acos / d cos is infinite at +-1
+COS_EPS = 1e-7
+
+
 def _is_plain_shift(margins: Margins) -> bool:
     return margins.m1 == 1.0 and margins.m2 == 0.0
+
+
+def _inside_unit(cos: flow.Tensor) -> flow.Tensor:
+    return flow.clamp(cos, -1.0 + COS_EPS, 1.0 - COS_EPS)
 
 
 def margin_target(cos_target: flow.Tensor, margins: Margins) -> flow.Tensor:
     """`s * (cos(m1*acos(t) + m2) - m3)` for target cosines t (any shape, ordinary ops)."""
     if _is_plain_shift(margins):
         return (cos_target - margins.m3) * margins.s
-    eps = 1e-7
-    theta = flow.acos(flow.clamp(cos_target, -1.0 + eps, 1.0 - eps))
+    theta = flow.acos(_inside_unit(cos_target))
     return (flow.cos(theta * margins.m1 + margins.m2) - margins.m3) * margins.s
 
 
 def margin_logits(cos: flow.Tensor, labels: flow.Tensor, margins: Margins) -> flow.Tensor:
-    """Scaled logits with the combined margin on each row's target column (works on split(1) global logits)."""
-    shifted = flow._C.combined_margin_loss(cos, labels, m1=margins.m1, m2=margins.m2, m3=margins.m3)
+    """Scaled logits with the combined margin on each row's target column (works on split(1) global logits).
+
+    Cosines are clamped inside (-1, 1) first: OneFlow's op has an inf/NaN gradient at |cos| = 1 (any margins).
+    """
+    shifted = flow._C.combined_margin_loss(_inside_unit(cos), labels, m1=margins.m1, m2=margins.m2, m3=margins.m3)
     return shifted * margins.s
 
 

@@ -28,7 +28,7 @@ import oneflow as flow
 from oneflow import nn
 
 from faceflow.errors import FaceflowError
-from faceflow.heads.fc import (class_weight, fit_class_rows, margin_softmax_loss, padded_rows,
+from faceflow.heads.fc import (class_weight, fit_class_rows, gather_batch, margin_softmax_loss, padded_rows,
                                padding_logit_bias)
 from faceflow.heads.margins import Margins
 
@@ -183,7 +183,7 @@ class PartialFC(nn.Module):
     # ----- forward ---------------------------------------------------------------------------------
     def forward(self, embeddings: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
         """Scalar loss over the sampled classes (training) or over all classes (eval, no update)."""
-        embeddings = embeddings.to_global(sbp=flow.sbp.broadcast)
+        embeddings = gather_batch(embeddings)
         labels = labels.to_global(sbp=flow.sbp.broadcast)
         self._write_back()
         if not self.training:
