@@ -152,7 +152,7 @@ def test_graph_step_with_batchnorm_backbone_equals_per_rank_reference(two_rank_r
 @pytest.mark.distributed
 @pytest.mark.parametrize("case", worker.TRAIN_CASES, ids=worker.train_case_name)
 def test_tiny_training_with_two_samples_per_rank_stays_finite(two_rank_training: dict, case: tuple) -> None:
-    """The tiny mbf config, 2 processes, model parallel, batch 2 (and 1) per rank: every step's loss is
+    """The tiny mbf config, 2 processes, model (and data) parallel, batch 2 per rank: every step's loss is
     finite and identical on both ranks (this went NaN at step 3)."""
     losses = two_rank_training[worker.train_case_name(case) + "/losses"]
     assert losses.shape == (2, worker.TRAIN_STEPS)

@@ -22,7 +22,7 @@ def _config(**values):
     ("lr", -0.1), ("momentum", float("nan")), ("sample_rate", 1.5), ("graph", "yes"), ("fp16", 1),
     ("lr_schedule", "cosine"), ("checkpoint_every", 0), ("clip_grad_norm", -1.0), ("num_classes", 1),
     ("device", "tpu"), ("dropout", 1.0), ("warmup_steps", -1), ("bogus_key", 3),
-    ("partial_fc_momentum", "lazy"), ("partial_fc_fused_sampler", "yes"),
+    ("partial_fc_momentum", "lazy"), ("partial_fc_fused_sampler", "yes"), ("batch_size", 1),
 ])
 def test_bad_value_error_names_the_key(key, value):
     with pytest.raises(ConfigError) as err:

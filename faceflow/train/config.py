@@ -231,6 +231,9 @@ def _check_numbers(config: dict[str, Any]) -> None:
     for key in ("lr", "momentum", "weight_decay", "power"):
         if not math.isfinite(config[key]) or config[key] < 0:
             _fail(key, f"must be a finite number >= 0, got {config[key]}")
+    if config["batch_size"] < 2:  # fc1 BatchNorm normalises each process's batch: one sample gives a constant
+        _fail("batch_size", f"must be >= 2 per process (the fc1 BatchNorm normalises each process's batch), "
+                            f"got {config['batch_size']}")
     if not 0.0 <= config["dropout"] < 1.0:
         _fail("dropout", f"must be in [0, 1), got {config['dropout']}")
     if not 0.0 < config["sample_rate"] <= 1.0:
