@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import yaml
 
-from faceflow.data.atomic import atomic_dir, atomic_file
+from faceflow.data.atomic import atomic_dir, atomic_file, is_leftover_temporary
 from faceflow.errors import FaceflowError
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
@@ -55,8 +55,7 @@ def remove_partial_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]
     root = Path(checkpoints_dir)
     if not root.is_dir():
         return []
-    partial = [child for child in root.iterdir()
-               if child.is_dir() and child.name.startswith(".step_") and child.name.endswith((".tmp", ".old"))]
+    partial = [child for child in root.iterdir() if child.is_dir() and is_leftover_temporary(child, "step_")]
     for child in partial:
         shutil.rmtree(child, ignore_errors=True)
     return partial

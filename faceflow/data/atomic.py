@@ -35,6 +35,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def is_leftover_temporary(path: Path, name_prefix: str = "") -> bool:
+    """True for a temporary file or directory `atomic_file`/`atomic_dir` left behind when its writer was killed
+    (names `.{name}.XXXX.tmp` / `.old`), optionally only those of targets whose name starts with `name_prefix`."""
+    return path.name.startswith(f".{name_prefix}") and path.name.endswith((".tmp", ".old"))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory next to `path`; on success it replaces `path` (old contents removed)."""
