@@ -9,7 +9,7 @@ import pytest
 
 from data_layer_samples import decode, make_dataset
 from faceflow.data.convert import convert_bin, convert_rec
-from faceflow.data.ofrecord import read_records
+from faceflow.data.ofrecord import part_files, read_part, read_records
 from faceflow.data.pipeline import TrainPipeline, ValidationPipeline, check_parts_divisible
 from faceflow.data.verification_bin import write_bin
 from faceflow.errors import FaceflowError
@@ -56,6 +56,22 @@ def test_train_pipeline_mirrors_some_images(ofrecord_dir):
         flipped.append(mirrored and not plain)
     assert any(flipped) and not all(flipped)
     assert set(labels.numpy().tolist()) <= set(LABELS)
+
+
+def _part_label_orders(ofrecord_dir) -> list[list[int]]:
+    """Labels of the 12 records in file order, for both orders of the two parts."""
+    part0, part1 = ([r["label"] for r in read_part(path)] for path in part_files(ofrecord_dir))
+    return [part0 + part1, part1 + part0]
+
+
+def test_shuffle_buffer_sets_how_far_records_move(ofrecord_dir):
+    def first_epoch(buffer: int, seed: int) -> list[int]:
+        pipeline = TrainPipeline(ofrecord_dir, 12, shuffle=True, shuffle_buffer=buffer, seed=seed, mirror=False)
+        return pipeline()[1].numpy().tolist()
+
+    in_file_order = _part_label_orders(ofrecord_dir)
+    assert all(first_epoch(1, seed) in in_file_order for seed in range(3))  # a 1-record buffer cannot reorder
+    assert any(first_epoch(12, seed) not in in_file_order for seed in range(3))
 
 
 def test_global_pipeline_shards_batch(ofrecord_dir):

@@ -76,14 +76,17 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_d
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("fc_mode", ["data_parallel", "model_parallel"])
-def test_two_process_training_completes(tmp_path, data_dir, fc_mode):
+@pytest.mark.parametrize("fc_mode,processes_from", [("data_parallel", "option"), ("model_parallel", "config")])
+def test_two_process_training_completes(tmp_path, data_dir, fc_mode, processes_from):
+    """Two processes asked for by --nproc-per-node, or by the config's nproc_per_node when the option is absent."""
+    in_config = {"nproc_per_node": 2} if processes_from == "config" else {}
     config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=3, checkpoint_every=3,
-                          fc_mode=fc_mode)
+                          fc_mode=fc_mode, **in_config)
     out = tmp_path / fc_mode
     port = 29600 + (0 if fc_mode == "data_parallel" else 1)
-    result = run_faceflow(["train", str(config), "--out", str(out), "--nproc-per-node", "2",
-                           "--master-port", str(port)], timeout=240)
+    option = ["--nproc-per-node", "2"] if processes_from == "option" else []
+    result = run_faceflow(["train", str(config), "--out", str(out), *option, "--master-port", str(port)],
+                          timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 process(es)" not in result.stdout and "2 process(es), batch 8" in result.stdout
     assert _steps(out) == [3]

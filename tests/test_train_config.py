@@ -23,6 +23,7 @@ def _config(**values):
     ("lr_schedule", "cosine"), ("checkpoint_every", 0), ("clip_grad_norm", -1.0), ("num_classes", 1),
     ("device", "tpu"), ("dropout", 1.0), ("warmup_steps", -1), ("bogus_key", 3),
     ("partial_fc_momentum", "lazy"), ("partial_fc_fused_sampler", "yes"), ("batch_size", 1),
+    ("shuffle_buffer", 0),
 ])
 def test_bad_value_error_names_the_key(key, value):
     with pytest.raises(ConfigError) as err:

@@ -37,7 +37,7 @@ def test_dry_run_builds_the_dag(workdir: Path) -> None:
     assert counts["validate_checkpoint"] == checkpoints * len(plan.benchmarks)
     assert counts["export_model"] == 2 and counts["make_report"] == 1
     assert counts["convert_bin"] == 3 and counts["convert_train"] == 1 and counts["synth_synthetic"] == 1
-    assert "faceflow train demo" in result.stdout and "--nproc-per-node 1" in result.stdout
+    assert "faceflow train demo" in result.stdout and "--nproc-per-node 2" in result.stdout
     # train declares only its completion manifest, so an interrupted job's checkpoints are never deleted
     train_outputs = set(re.findall(r"rule train:\n(?:    .*\n)*?    output: (.*)\n", result.stdout))
     assert train_outputs == {f"results/runs/{run}/train.json" for run in plan.runs}

@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="if OUT's checkpoints were trained with other settings, move them to OUT/superseded/ "
                              "and train from step 0 (without it that is an error; same settings always resume)")
     group = parser.add_argument_group("multi-process")
-    group.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="processes on this node")
+    group.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                       help="processes on this node (default: the config's nproc_per_node, 1 unless set)")
     group.add_argument("--nnodes", type=int, default=1, metavar="M", help="number of nodes")
     group.add_argument("--node-rank", type=int, default=0, metavar="R", help="rank of this node")
     group.add_argument("--master-addr", default="127.0.0.1", metavar="A", help="address of node 0")
@@ -41,24 +42,29 @@ def _worker_args(args: argparse.Namespace, out_dir: Path) -> list[str]:
     return argv
 
 
-def _check_world(args: argparse.Namespace, world: int) -> dict:
-    """Fail before launching when the data or the config cannot work with `world` processes; returns the config."""
+def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
+    """The config and the world size, after failing early when the data cannot be shared by that many processes.
+
+    Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given.
+    """
     from faceflow.data.pipeline import check_parts_divisible
 
-    if args.nproc_per_node < 1 or args.nnodes < 1:
+    if args.nnodes < 1 or (args.nproc_per_node is not None and args.nproc_per_node < 1):
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
         raise FaceflowError(f"--node-rank {args.node_rank}: must be in [0, {args.nnodes})")
     config = worker.resolve(args)
+    if args.nproc_per_node is None:
+        args.nproc_per_node = config["nproc_per_node"]
+    world = args.nproc_per_node * args.nnodes
     check_parts_divisible(config["train_data"], world)
-    return config
+    return config, world
 
 
 def main(argv: list[str]) -> int:
     """Validate the config, then train in-process or launch one worker per rank."""
     args = _parser().parse_args(argv)
-    world = args.nproc_per_node * args.nnodes
-    config = _check_world(args, world)
+    config, world = _check_world(args)
     out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
     if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
         prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)

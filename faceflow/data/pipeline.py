@@ -62,8 +62,8 @@ class TrainPipeline(flow.nn.Module):
     """
 
     def __init__(self, data_dir: str | Path, batch_size: int, *, placement: flow.placement | None = None,
-                 sbp: flow.sbp.sbp | tuple | None = None, shuffle: bool = True, seed: int = 0, mirror: bool = True,
-                 num_threads: int = 2, image_size: tuple[int, int] | None = None):
+                 sbp: flow.sbp.sbp | tuple | None = None, shuffle: bool = True, shuffle_buffer: int = 1024,
+                 seed: int = 0, mirror: bool = True, num_threads: int = 2, image_size: tuple[int, int] | None = None):
         super().__init__()
         self.data_dir = str(data_dir)
         self.placement, self.sbp = placement, sbp
@@ -83,8 +83,8 @@ class TrainPipeline(flow.nn.Module):
             reader_place = {"placement": cpu, "sbp": sbp}
         self.reader = flow.nn.OFRecordReader(
             self.data_dir, batch_size=self.global_batch_size, data_part_num=num_parts, part_name_prefix=PART_PREFIX,
-            part_name_suffix_length=PART_SUFFIX_LENGTH, random_shuffle=shuffle, shuffle_after_epoch=shuffle,
-            random_seed=seed, **reader_place)
+            part_name_suffix_length=PART_SUFFIX_LENGTH, random_shuffle=shuffle, shuffle_buffer_size=shuffle_buffer,
+            shuffle_after_epoch=shuffle, random_seed=seed, **reader_place)
         self.decode = flow.nn.OFRecordImageDecoder("encoded", color_space="RGB")
         self.decode_label = flow.nn.OFRecordRawDecoder("label", shape=(), dtype=flow.int32)
         self.coin_flip = flow.nn.CoinFlip(batch_size=self.global_batch_size, random_seed=seed, probability=0.5,

@@ -89,17 +89,22 @@ def margin_softmax_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: fl
     `logit_bias` (per class) masks padding classes; `class_shards` > 1 when the classes are split(1) over ranks.
     A global result is broadcast.
     """
-    target_rows = flow.index_select(weight, 0, labels)
     if margins is None:
         logits = flow.matmul(embeddings, weight, transpose_b=True) + bias
-        target = (embeddings * target_rows).sum(dim=1) + flow.index_select(bias, 0, labels)
     else:
         x = nn.functional.normalize(embeddings, dim=1)
-        w = nn.functional.normalize(weight, dim=1)
-        logits = margin_logits(flow.matmul(x, w, transpose_b=True), labels, margins)
-        target = margin_target((x * nn.functional.normalize(target_rows, dim=1)).sum(dim=1), margins)
+        logits = margin_logits(flow.matmul(x, nn.functional.normalize(weight, dim=1), transpose_b=True), labels,
+                               margins)
     if logit_bias is not None:
         logits = logits + logit_bias
+    if class_shards == 1:  # all classes on each rank: OneFlow's fused op keeps one [B, C] tensor for backward
+        loss = flow._C.sparse_softmax_cross_entropy(logits, labels.to(flow.int64)).mean()
+        return loss.to_global(sbp=flow.sbp.broadcast) if loss.is_global else loss
+    target_rows = flow.index_select(weight, 0, labels)
+    if margins is None:
+        target = (embeddings * target_rows).sum(dim=1) + flow.index_select(bias, 0, labels)
+    else:
+        target = margin_target((x * nn.functional.normalize(target_rows, dim=1)).sum(dim=1), margins)
     row_max = _row_max(logits, class_shards)
     log_sum_exp = flow.log(flow.exp(logits - row_max.unsqueeze(1)).sum(dim=1)) + row_max
     loss = (log_sum_exp - target).mean()

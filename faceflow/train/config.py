@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "seed": 0,
     "shuffle": True,
+    "shuffle_buffer": 1024,
     "mirror": True,
     "checkpoint_every": 1000,
     "log_every": 10,
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "val_benchmarks": {},
     "val_batch_size": 64,
     "num_threads": 2,
+    "nproc_per_node": 1,
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -98,6 +100,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "device": (str,),
     "seed": (int,),
     "shuffle": (bool,),
+    "shuffle_buffer": (int,),
     "mirror": (bool,),
     "checkpoint_every": (int,),
     "log_every": (int,),
@@ -105,6 +108,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "val_benchmarks": (dict,),
     "val_batch_size": (int,),
     "num_threads": (int,),
+    "nproc_per_node": (int,),
 }
 _NULLABLE = {"train_data", "num_classes", "num_images", "margins", "max_steps", "epochs", "clip_grad_norm"}
 
@@ -221,7 +225,7 @@ def _check_choices(config: dict[str, Any]) -> None:
 
 def _check_numbers(config: dict[str, Any]) -> None:
     positive = ("embedding_size", "image_size", "batch_size", "checkpoint_every", "log_every",
-                "val_batch_size", "num_threads")
+                "val_batch_size", "num_threads", "shuffle_buffer", "nproc_per_node")
     for key in positive:
         if config[key] <= 0:
             _fail(key, f"must be > 0, got {config[key]}")

@@ -39,16 +39,22 @@ class TrainingDiverged(FaceflowError):
 
 
 def pipeline_batches(config: dict[str, Any], placement: flow.placement, start_step: int) -> Batches:
-    """Global (images, labels) batches, split(0) over ranks, from the OFRecord training pipeline."""
+    """Global (images, labels) batches, split(0) over ranks, from the OFRecord training pipeline.
+
+    One batch is always in flight: OneFlow runs ops asynchronously, so on CUDA the next batch is read
+    and decoded on the CPU while the GPU computes the step (on a CPU-only run both share the cores).
+    """
     from faceflow.data.pipeline import TrainPipeline, check_parts_divisible
 
     check_parts_divisible(config["train_data"], world_size())
     pipeline = TrainPipeline(
         config["train_data"], config["batch_size"], placement=placement, sbp=flow.sbp.split(0),
-        shuffle=config["shuffle"], seed=config["seed"] + start_step, mirror=config["mirror"],
-        num_threads=config["num_threads"])
+        shuffle=config["shuffle"], shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + start_step,
+        mirror=config["mirror"], num_threads=config["num_threads"])
+    upcoming = pipeline()
     while True:
-        yield pipeline()
+        current, upcoming = upcoming, pipeline()
+        yield current
 
 
 def _to_targets(loaded: dict[str, Any], targets: dict[str, flow.Tensor], where: Path) -> dict[str, Any]:
@@ -133,7 +139,7 @@ class Trainer:
             if self.config["clip_grad_norm"] is not None:
                 self.optimizer.clip_grad()
             self.optimizer.step()
-        self.optimizer.zero_grad()
+        self.optimizer.zero_grad(set_to_none=True)  # a kept zeroed grad would add one more copy next step
         self.scheduler.step()
         return loss
 
