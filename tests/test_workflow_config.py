@@ -178,3 +178,14 @@ def test_gpu_run_resources_and_parts(base_yaml: str) -> None:
     assert plan.datasets["synthetic"].parts == 4  # lcm of world sizes 1, 2 and 4
     ports = {run.master_port for run in plan.runs.values()}
     assert len(ports) == 3 and all(1024 < port < 65536 for port in ports)
+
+
+def test_processes_and_threads_default_to_the_base_config(base_yaml: str) -> None:
+    config = _config(base_yaml)
+    config["runs"]["d"] = {"dataset": "synthetic", "base": "demo", "steps": 10}  # demo: 2 processes x 1 thread
+    config["runs"]["e"] = {"dataset": "synthetic", "base": "demo", "steps": 10, "gpus": 1, "threads": 2}
+    plan = _plan(config)
+    assert (plan.runs["d"].gpus, plan.runs["d"].threads) == (2, 1)
+    assert (plan.runs["e"].gpus, plan.runs["e"].threads) == (1, 2)
+    assert plan.runs["e"].train_config["num_threads"] == 2
+    assert (plan.runs["a"].gpus, plan.runs["a"].threads) == (1, 2)  # a base without them: 1 process, 2 threads

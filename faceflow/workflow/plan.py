@@ -175,13 +175,13 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
         if value is None:
             raise ConfigError(f"datasets.{entry['dataset']}.{count_key}: required by {key} (see config/README.md)")
         overrides[count_key] = value
-    gpus = int(entry["gpus"])
     if "steps" in entry:
         overrides.update(max_steps=int(entry["steps"]), epochs=None)
     elif "epochs" in entry:
         overrides.update(max_steps=None, epochs=int(entry["epochs"]))
     overrides["validate_every"] = 0
     merged = _training_config(key, entry["base"], overrides)
+    gpus = int(entry.get("gpus", merged["nproc_per_node"]))  # unset: the processes the base config asks for
     max_steps = total_training_steps(merged, gpus)
     overrides.update(max_steps=max_steps, epochs=None)
     return RunPlan(
@@ -191,7 +191,7 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
         train_config={**merged, **overrides},
         overrides=overrides,
         gpus=gpus,
-        threads=int(entry["threads"]),
+        threads=int(merged["num_threads"]),
         device=str(merged["device"]),
         max_steps=max_steps,
         checkpoint_steps=expected_checkpoint_steps(max_steps, int(merged["checkpoint_every"])),
