@@ -10,7 +10,7 @@ import faceflow  # noqa: F401
 import mxnet as mx
 
 from data_layer_samples import jpeg, make_dataset
-from faceflow.data.recordio import (IRHeader, MAGIC, RecordDataset, frame_record, pack_payload, read_property,
+from faceflow.data.recordio import (IRHeader, MAGIC, RecordDataset, RecordWriter, frame_record, pack_payload, read_property,
                                     unpack_payload, write_insightface_dataset)
 
 # An image whose payload holds the RecordIO magic at 4-byte-aligned positions: MXNet splits such a
@@ -100,3 +100,20 @@ def test_writer_rejects_unsorted_labels(tmp_path):
         write_insightface_dataset(tmp_path, [(1, jpeg(0)), (0, jpeg(1))], 2)
     assert not (tmp_path / "train.rec").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_record_writer_publishes_only_on_success(tmp_path):
+    """A failed `with RecordWriter` leaves neither the .rec nor its temporary; a finished one both files."""
+    rec, idx = tmp_path / "train.rec", tmp_path / "train.idx"
+    with pytest.raises(RuntimeError, match="render failed"):
+        with RecordWriter(rec, idx) as writer:
+            writer.write(0, pack_payload(IRHeader(0, 1.0, 0, 0), jpeg(seed=1)))
+            assert not rec.exists()  # still under its temporary name
+            raise RuntimeError("render failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with RecordWriter(rec, idx) as writer:
+        writer.write(7, pack_payload(IRHeader(0, 3.0, 7, 0), jpeg(seed=2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.idx", "train.rec"]
+    record = mx.recordio.MXIndexedRecordIO(str(idx), str(rec), "r")
+    header, image = mx.recordio.unpack(record.read_idx(7))
+    assert header.label == 3.0 and image == jpeg(seed=2)

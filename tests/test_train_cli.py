@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import faceflow  # noqa: F401  (before oneflow, which train_support imports)
 
@@ -92,6 +94,45 @@ def test_two_process_training_completes(tmp_path, data_dir, fc_mode, processes_f
     assert _steps(out) == [3]
     state = read_checkpoint_meta(out / "checkpoints" / "step_000003")[1]
     assert state["world_size"] == 2
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line contains `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.distributed
+def test_killing_faceflow_train_stops_its_launcher_and_workers(tmp_path, data_dir):
+    """SIGKILL of the `faceflow train` process (as a scheduler may send) leaves no orphan training on."""
+    config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=100000, checkpoint_every=100000)
+    out = tmp_path / "killed"
+    command = FACEFLOW + ["train", str(config), "--out", str(out), "--nproc-per-node", "2", "--master-port", "29602"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while not (out / "metrics.jsonl").exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert process.poll() is None, "run ended before it could be killed"
+        started = _processes_running(str(out))
+        assert process.pid in started and len(started) == 4, "expected faceflow train, the launcher and 2 workers"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        deadline = time.time() + 60
+        while _processes_running(str(out)) and time.time() < deadline:
+            time.sleep(0.5)
+        assert _processes_running(str(out)) == []
+    finally:
+        for pid in _processes_running(str(out)):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_world_size_must_divide_part_count(tmp_path):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from faceflow.errors import FaceflowError
+from faceflow.runtime.lifetime import child_env
 from faceflow.train import worker
 from faceflow.train.metrics import TrainLog
 from faceflow.train.resume import prepare_out_dir
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
                "--node_rank", str(args.node_rank), "--master_addr", args.master_addr,
                "--master_port", str(args.master_port), "--logdir", str(out_dir / "launch_logs"),
                "--module", "faceflow.train.worker", *_worker_args(args, out_dir)]
-    code = subprocess.call(command)
+    code = subprocess.call(command, env=child_env())
     if code:
         raise FaceflowError(f"training processes failed (exit code {code}); see the messages above")
     return 0

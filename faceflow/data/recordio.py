@@ -8,6 +8,7 @@ Both layouts are read: InsightFace (record 0 is a header with flag > 0) and im2r
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import operator
 import os
@@ -20,7 +21,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from faceflow.data.atomic import atomic_file
-from faceflow.errors import DataFormatError
+from faceflow.errors import DataFormatError, FaceflowError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -292,9 +293,9 @@ class RecordWriter:
 
     def __init__(self, rec_path: str | Path, idx_path: str | Path):
         self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
-        self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_rec = self.rec_path.with_name(f".{self.rec_path.name}.{os.getpid()}.tmp")
-        self._file = open(self._tmp_rec, "wb")
+        self._stack = contextlib.ExitStack()  # the .rec under atomic_file's temporary name, then its file
+        self._tmp_rec = self._stack.enter_context(atomic_file(self.rec_path))
+        self._file = self._stack.enter_context(open(self._tmp_rec, "wb"))
         self._offset = 0
         self.index: dict[int, int] = {}
 
@@ -313,14 +314,13 @@ class RecordWriter:
 
     def commit(self) -> None:
         """Close and rename the `.rec` into place, then write the `.idx`."""
-        self._file.close()
-        os.replace(self._tmp_rec, self.rec_path)
+        self._stack.close()
         write_index(self.idx_path, self.index)
 
     def abort(self) -> None:
         """Close and remove the temporary `.rec`."""
-        self._file.close()
-        self._tmp_rec.unlink(missing_ok=True)
+        aborted = FaceflowError(f"{self.rec_path}: write aborted")
+        self._stack.__exit__(FaceflowError, aborted, None)
 
     def __enter__(self) -> "RecordWriter":
         return self

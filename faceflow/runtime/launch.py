@@ -5,13 +5,21 @@ Same arguments as `python -m oneflow.distributed.launch`; children that run face
 """
 from __future__ import annotations
 
+import os
+
 import faceflow  # noqa: F401  (loads the CUDA libraries, quiet oneflow import)
+from faceflow.runtime.lifetime import child_env, exit_with_parent
 
 
 def main() -> None:
-    """Run OneFlow's multi-process launcher in this (prepared) interpreter."""
+    """Run OneFlow's multi-process launcher in this (prepared) interpreter, tied to `faceflow train`.
+
+    The launcher copies os.environ into its workers, so naming this process there ties them to it.
+    """
     from oneflow.distributed import launch
 
+    exit_with_parent()
+    os.environ.update(child_env())
     launch.main()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import faceflow  # noqa: F401
 
 from faceflow.errors import FaceflowError
+from faceflow.runtime.lifetime import exit_with_parent
 
 
 def build_parser(prog: str = "faceflow train") -> argparse.ArgumentParser:
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry of one training process; user errors print one line and exit 1."""
     args = build_parser("faceflow.train.worker").parse_args(sys.argv[1:] if argv is None else argv)
+    exit_with_parent()
     try:
         return run(args)
     except FaceflowError as err:
