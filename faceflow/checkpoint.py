@@ -85,11 +85,17 @@ def write_checkpoint(
     if not writer:
         write_payload(root / f".{step_dir_name(step)}.not-written")
         return final
-    with atomic_dir(final) as tmp:
+    return write_checkpoint_dir(final, step, config, state, write_payload)
+
+
+def write_checkpoint_dir(path: str | os.PathLike, step: int, config: dict[str, Any], state: dict[str, Any],
+                         write_payload: Callable[[Path], None]) -> Path:
+    """Write one checkpoint as the directory `path` (replacing it), atomically; single-process writers only."""
+    with atomic_dir(path) as tmp:
         write_payload(tmp)
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
-    return final
+    return Path(path)
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

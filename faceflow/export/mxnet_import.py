@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
 import oneflow as flow
 from oneflow import nn
 
-from faceflow.checkpoint import write_checkpoint
+from faceflow.checkpoint import write_checkpoint_dir
 from faceflow.errors import FaceflowError
 from faceflow.export.batchnorm_fold import fold_gamma, shift_eps
 from faceflow.export.mxnet_export import EMBEDDING_OUTPUT, mxnet_embeddings
@@ -187,21 +185,12 @@ def _absorb_batchnorm(model: nn.Module, state: dict[str, np.ndarray], facts: Sym
 
 def write_imported_checkpoint(model: nn.Module, config: dict[str, Any], out: str | os.PathLike,
                               state: dict[str, Any]) -> Path:
-    """Write `model` as the faceflow checkpoint directory `out` (atomically, through `write_checkpoint`)."""
+    """Write `model` as the faceflow checkpoint directory `out` (atomically, through `write_checkpoint_dir`)."""
     out = Path(out)
     match = _STEP_DIR.match(out.name)
     step = int(match.group(1)) if match else 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
-    try:
-        written = write_checkpoint(work, step, config, state,
-                                   lambda tmp: flow.save(model.state_dict(), str(tmp / "backbone")))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(written, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+    return write_checkpoint_dir(out, step, config, state,
+                                lambda tmp: flow.save(model.state_dict(), str(tmp / "backbone")))
 
 
 def import_mxnet_checkpoint(prefix: str | os.PathLike, epoch: int, network: str, out: str | os.PathLike,
