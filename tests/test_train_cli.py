@@ -91,6 +91,7 @@ def test_two_process_training_completes(tmp_path, data_dir, fc_mode, processes_f
                           timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 process(es)" not in result.stdout and "2 process(es), batch 8" in result.stdout
+    assert ("pinned to its share of the CPUs" in result.stdout) == (len(os.sched_getaffinity(0)) >= 2)
     assert _steps(out) == [3]
     state = read_checkpoint_meta(out / "checkpoints" / "step_000003")[1]
     assert state["world_size"] == 2

@@ -41,7 +41,7 @@ def _fake_checkpoint(out: Path, step: int, config: dict) -> Path:
 def test_same_settings_and_resume_free_keys_do_not_conflict() -> None:
     saved, state = _config(), {"step": 4, "world_size": 1}
     assert config_differences(saved, state, _config(), 1) == []
-    others = _config(log_every=3, num_threads=1, val_batch_size=7, graph=True, validate_every=0)
+    others = _config(log_every=3, num_threads=1, val_batch_size=7, graph=True, validate_every=0, cpu_affinity=False)
     assert config_differences(saved, state, others, 1) == []
     assert config_differences(saved, state, _config(max_steps=20), 1) == []  # a longer multistep run continues
 

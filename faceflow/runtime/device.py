@@ -33,6 +33,11 @@ def local_rank() -> int:
     return int(flow.env.get_local_rank())
 
 
+def local_world_size() -> int:
+    """Number of processes of this run on this node (runs have the same count on every node)."""
+    return max(1, world_size() // max(1, int(flow.env.get_node_size())))
+
+
 def local_device(device: str) -> flow.device:
     """The device for this process's local tensors: its own GPU on CUDA, the CPU otherwise."""
     if device == "cuda":

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "val_benchmarks": {},
     "val_batch_size": 64,
     "num_threads": 2,
+    "cpu_affinity": True,
     "nproc_per_node": 1,
 }
 
@@ -108,6 +109,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "val_benchmarks": (dict,),
     "val_batch_size": (int,),
     "num_threads": (int,),
+    "cpu_affinity": (bool,),
     "nproc_per_node": (int,),
 }
 _NULLABLE = {"train_data", "num_classes", "num_images", "margins", "max_steps", "epochs", "clip_grad_norm"}

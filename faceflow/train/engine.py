@@ -22,7 +22,8 @@ from faceflow.checkpoint import (MANIFEST, latest_checkpoint, read_checkpoint_me
                                  step_dir_name, write_checkpoint, write_manifest)
 from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError
-from faceflow.runtime.device import all_ranks_placement, resolve_device, world_size
+from faceflow.runtime.affinity import pin_local_rank
+from faceflow.runtime.device import all_ranks_placement, local_rank, local_world_size, resolve_device, world_size
 from faceflow.train.amp import DynamicLossScaler
 from faceflow.train.config import total_steps
 from faceflow.train.graph import TrainGraph
@@ -80,6 +81,8 @@ class Trainer:
         self.batch_factory = batches
         self.device = resolve_device(config["device"])
         self.world = world_size()
+        self.cpus = (pin_local_rank(local_rank(), local_world_size())
+                     if self.device == "cpu" and config["cpu_affinity"] else None)
         self.is_writer = flow.env.get_rank() == 0  # device.rank() reads RANK, which oneflow sets to -1
         self.placement = all_ranks_placement(self.device)
         self.total = total_steps(config, self.world)
@@ -255,7 +258,8 @@ class Trainer:
             self.log.message(f"training {self.config['network']} / {self.config['loss']} / {self.config['fc_mode']} "
                              f"for {self.total} steps, {self.world} process(es), batch {self.global_batch}, "
                              f"{'graph' if self.graph is not None else 'eager'} on {self.device}"
-                             f"{' with AMP' if self.amp else ''}")
+                             f"{' with AMP' if self.amp else ''}"
+                             f"{', each process pinned to its share of the CPUs' if self.cpus else ''}")
         if self.config["fp16"] and not self.amp:
             self.log.message(f"note: fp16 (AMP) is CUDA-only; training in float32 on {self.device}")
         validate = self._validator()
