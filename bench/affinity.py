@@ -35,8 +35,7 @@ def train_speed(data: Path, out: Path, pinned: bool, steps: int, warmup: int, po
     command = [*FACEFLOW, "train", "demo", "--out", str(out), "--master-port", str(port),
                "--set", f"train_data={data}", "--set", f"max_steps={steps}", "--set", "checkpoint_every=100000",
                "--set", "val_benchmarks={}", "--set", f"cpu_affinity={str(pinned).lower()}"]
-    env = {**os.environ, "USER": os.environ.get("USER", "faceflow")}
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    subprocess.run(command, check=True, capture_output=True)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     speeds = [e["samples_per_sec"] for e in lines if "samples_per_sec" in e and e["step"] > warmup]
     return sum(speeds) / len(speeds)

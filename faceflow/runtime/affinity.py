@@ -3,8 +3,8 @@
 Several OneFlow processes on one node's CPUs each run a main thread, a VM thread and compute threads
 that wait by yielding; left to float, they preempt each other across every core. Pinning local rank r to
 the r-th equal slice of the cores this process may use (its affinity mask, which honours SLURM or
-cgroup CPU sets) keeps each process's threads together: about 12% more samples/s for the 2-process demo
-on 2 cores (bench/affinity.py). CUDA runs are left alone (their CPU side is the input pipeline).
+cgroup CPU sets) keeps each process's threads together: about 1.2x the samples/s of the 2-process demo on
+2 cores (bench/affinity.py). CUDA runs are left alone (their CPU side is the input pipeline).
 """
 from __future__ import annotations
 
@@ -21,17 +21,14 @@ def cpu_share(local_rank: int, local_world: int, allowed: list[int]) -> list[int
     return allowed[local_rank * per_rank:(local_rank + 1) * per_rank]
 
 
-def pin_process(cpus: list[int]) -> int:
+def pin_process(cpus: list[int]) -> None:
     """Restrict every existing thread of this process to `cpus` (threads started later inherit the
-    mask of the thread that starts them); returns how many threads were pinned."""
-    pinned = 0
+    mask of the thread that starts them)."""
     for task in Path("/proc/self/task").iterdir():
         try:
             os.sched_setaffinity(int(task.name), cpus)
-            pinned += 1
         except (ProcessLookupError, FileNotFoundError):  # the thread ended meanwhile
             continue
-    return pinned
 
 
 def pin_local_rank(local_rank: int, local_world: int) -> list[int] | None:
