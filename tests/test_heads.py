@@ -162,6 +162,29 @@ def test_partial_fc_updates_only_sampled_rows_with_exact_momentum(loss: str) -> 
         np.testing.assert_allclose(state[f"{name}_mom"].to_local().numpy(), velocity, rtol=1e-5, atol=1e-6)
 
 
+def test_partial_fc_keeps_both_adamw_moments_per_class() -> None:
+    """Three AdamW steps == per-class sparse AdamW in numpy (decoupled decay, bias correction by step)."""
+    classes, lr, wd, (b1, b2), eps = 200, 0.01, 0.05, (0.9, 0.999), 1e-8
+    rng = np.random.default_rng(5)
+    head = build_head({"loss": "arcface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
+                       "num_classes": classes, "embedding_size": E, "batch_size": B}, all_ranks_placement("cpu"))
+    opt = flow.optim.AdamW(head.parameters(), lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    head.bind_optimizer(opt)
+    table = head.weight.to_local().numpy().copy()
+    first, second = np.zeros_like(table), np.zeros_like(table)
+    for t in range(1, 4):
+        labels = rng.integers(0, classes, B)
+        (grad,) = _pfc_step(head, opt, rng.normal(size=(B, E)).astype(np.float32), labels)
+        s = head.sampled_classes
+        first[s] = b1 * first[s] + (1 - b1) * grad
+        second[s] = b2 * second[s] + (1 - b2) * grad**2
+        step = lr / (1 - b1**t) * first[s] / (np.sqrt(second[s]) / np.sqrt(1 - b2**t) + eps)
+        table[s] = table[s] - step - lr * wd * table[s]
+    state = head.state_dict()
+    for name, expected in (("weight", table), ("weight_exp_avg", first), ("weight_exp_avg_sq", second)):
+        np.testing.assert_allclose(state[name].to_local().numpy(), expected, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_partial_fc_unsampled_rows_are_bit_identical_without_binding() -> None:
     classes = 200
     head = build_head({"loss": "cosface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
@@ -220,3 +243,23 @@ def test_checkpoint_from_another_world_size_loads(fc_mode: str) -> None:
     target = _head({"fc_mode": fc_mode, "batch_size": B})
     target.load_state_dict(state)
     np.testing.assert_array_equal(target.weight.to_local().numpy(), padded[:C])
+
+
+def test_partial_fc_adamw_tables_load_from_another_world_size() -> None:
+    """AdamW's per-class moment tables are class tables too: saved with padding rows, they load like weights."""
+    heads = []
+    for _ in range(2):
+        head = _head({"fc_mode": "partial_fc", "sample_rate": 0.5, "batch_size": B})
+        head.bind_optimizer(flow.optim.AdamW(head.parameters(), lr=0.01))
+        heads.append(head)
+    source, target = heads
+    state = source.state_dict()
+    rng = np.random.default_rng(6)
+    padded = {}
+    for name in ("weight", "weight_exp_avg", "weight_exp_avg_sq"):
+        padded[name] = np.concatenate([rng.random((C, E), dtype=np.float32), np.zeros((1, E), np.float32)])
+        state[name] = _global(padded[name], state[name].sbp)
+    target.load_state_dict(state)
+    for name, values in padded.items():
+        np.testing.assert_array_equal(getattr(target, name).to_local().numpy(), values[:C], err_msg=name)
+

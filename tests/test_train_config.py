@@ -23,7 +23,7 @@ def _config(**values):
     ("lr_schedule", "cosine"), ("checkpoint_every", 0), ("clip_grad_norm", -1.0), ("num_classes", 1),
     ("device", "tpu"), ("dropout", 1.0), ("warmup_steps", -1), ("bogus_key", 3),
     ("partial_fc_momentum", "lazy"), ("partial_fc_fused_sampler", "yes"), ("batch_size", 1),
-    ("shuffle_buffer", 0),
+    ("shuffle_buffer", 0), ("optimizer", "adam"),
 ])
 def test_bad_value_error_names_the_key(key, value):
     with pytest.raises(ConfigError) as err:
@@ -73,9 +73,11 @@ def test_load_config_file_and_unknown_key(tmp_path):
 def test_shipped_configs_load_with_reference_values():
     names = shipped_config_names()
     assert {"demo", "emore_r100_arcface", "emore_mbf_arcface", "glint360k_r100_cosface_pfc"} <= set(names)
-    for name in names:
+    for name in set(names) - {"demo"}:  # the seed's SGD recipe; the CPU demo uses AdamW
         config = load_config(name)
-        assert config["momentum"] == 0.9 and config["weight_decay"] == 5e-4
+        assert config["optimizer"] == "sgd" and config["momentum"] == 0.9 and config["weight_decay"] == 5e-4
+    demo = load_config("demo")
+    assert (demo["optimizer"], demo["weight_decay"]) == ("adamw", 0.05)
     r100 = load_config("emore_r100_arcface")
     assert (r100["lr"], r100["batch_size"], r100["num_classes"]) == (0.1, 64, 85742)
     glint = load_config("glint360k_r100_cosface_pfc")

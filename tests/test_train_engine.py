@@ -85,9 +85,25 @@ def test_validation_while_training_logs_xnorm_and_accuracy(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("momentum", ["exact", "reset"])
-def test_partial_fc_momentum_mode_follows_the_config(tmp_path, momentum):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_partial_fc_momentum_mode_follows_the_config(tmp_path, momentum, optimizer):
     trainer = _train(tmp_path, momentum, fc_mode="partial_fc", sample_rate=0.5, partial_fc_momentum=momentum,
-                     max_steps=3)
+                     optimizer=optimizer, max_steps=3)
     assert len(trainer.losses) == 3 and np.all(np.isfinite(trainer.losses))
-    # exact keeps a per-class momentum table next to the class weights; reset has none (less memory)
-    assert hasattr(trainer.head, "weight_mom") == (momentum == "exact")
+    # exact keeps per-class tables of the optimizer state next to the class weights; reset has none (less memory)
+    tables = {"sgd": {"weight_mom"}, "adamw": {"weight_exp_avg", "weight_exp_avg_sq"}}[optimizer]
+    buffers = {name for name, _ in trainer.head.named_buffers() if name.startswith("weight_")}
+    assert buffers == (tables if momentum == "exact" else set())
+
+
+def test_adamw_resume_continues_the_uninterrupted_run_and_graph_agrees(tmp_path):
+    """AdamW: 2 steps + resume + 4 steps gives the losses of 6 steps in one go (moments and step count are
+    restored from the checkpoint); nn.Graph gives the same curve."""
+    adamw = dict(optimizer="adamw", lr=0.003, weight_decay=0.05)
+    whole = _train(tmp_path, "whole", **adamw)
+    first = _train(tmp_path, "split", max_steps=2, **adamw)
+    resumed = _train(tmp_path, "split", **adamw)
+    assert len(whole.losses) == 6 and whole.losses[0] != whole.losses[-1]
+    assert first.losses + resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+    graph = _train(tmp_path, "graph", graph=True, **adamw)
+    assert graph.losses == pytest.approx(whole.losses, rel=1e-3)

@@ -66,16 +66,16 @@ def test_every_output_path_exists(finished) -> None:
 
 def test_demo_runs_learn_far_above_the_raw_pixel_baseline(finished) -> None:
     # Raw-pixel cosine scores about 0.70 on the synthetic LFW (tests/test_synth.py holds it <= 0.75).
-    # The softmax demo reaches about 0.96 standalone, so it must clear 0.90; margin losses learn more
-    # slowly in a few hundred steps (about 0.85), so they must only clear the raw-pixel bound.
+    # The softmax demo must reach the 0.95 (it scores 0.9600 standalone on the workflow's data
+    # order, 0.9617-0.9800 on three others); the CosFace demo scores 0.955-0.970 and must clear 0.90.
     workdir, plan = finished
     for run_name, run in plan.runs.items():
         final = workdir / "results" / "runs" / run_name / "validation" / f"step_{run.max_steps:06d}" / "lfw.json"
         accuracy = json.loads(final.read_text())["accuracy"]
         print(f"{run_name}: LFW {accuracy:.4f} at step {run.max_steps}")
-        assert accuracy > 0.75, (run_name, accuracy)
+        assert accuracy >= 0.90, (run_name, accuracy)
         if run.train_config["loss"] == "softmax":
-            assert accuracy >= 0.90, (run_name, accuracy)
+            assert accuracy >= 0.95, (run_name, accuracy)
 
 
 def test_second_invocation_has_nothing_to_do(finished) -> None:

@@ -5,12 +5,13 @@ split(0) BUFFER, not a parameter. The rows sampled for a step are copied into th
 `weight_activated` `[world * S, E]` (S sampled rows per rank, the same on every rank) and the loss is
 computed over them only; the next step (or `state_dict()`) writes the updated rows back into the table.
 So the optimizer never sees the unsampled rows: their gradient is exactly 0 and momentum and weight
-decay cannot move them. Momentum of the sampled rows lives in the optimizer's state for
-`weight_activated`; after `bind_optimizer(opt)` it is swapped per class through the table `weight_mom`
-(and `bias_mom` for softmax; exact, like arcface_torch's first Partial FC; costs one more table) or,
-with `keep_momentum=False`, reset to zero for each new sample (no extra memory). Without
-`bind_optimizer` the momentum stays with the slot, i.e. it leaks between the classes that occupy a
-slot on consecutive steps.
+decay cannot move them. The optimizer state of the sampled rows (SGD momentum, AdamW's two moments)
+lives in the optimizer's state for `weight_activated`; after `bind_optimizer(opt)` it is swapped per
+class through one table per state tensor (`weight_mom` for SGD; `weight_exp_avg` and `weight_exp_avg_sq`
+for AdamW; the same for `bias` with softmax): exact, like arcface_torch's first Partial FC, at one class
+table of memory per state tensor. With `keep_momentum=False` the state is reset to zero for each new
+sample (no extra memory). Without `bind_optimizer` the state stays with the slot, i.e. it leaks between
+the classes that occupy a slot on consecutive steps.
 
 S = int(n * r), raised to min(n, global batch) when that is larger so that every positive always fits,
 and equal on all ranks so that the sampled weight is an evenly split global tensor. Sampling is done per
@@ -31,6 +32,12 @@ from faceflow.errors import FaceflowError
 from faceflow.heads.fc import (class_weight, fit_class_rows, gather_batch, margin_softmax_loss, padded_rows,
                                padding_logit_bias)
 from faceflow.heads.margins import Margins
+from faceflow.train.optimizer import row_state_keys, state_slot
+
+
+def _table_name(prefix: str, key: str) -> str:
+    """Buffer name of the per-class table of optimizer state `key` (`weight_mom` for SGD momentum)."""
+    return f"{prefix}_{'mom' if key == 'momentum_buf' else key}"
 
 
 def samples_per_rank(num_local: int, sample_rate: float, global_batch: Optional[int]) -> int:
@@ -75,59 +82,58 @@ class PartialFC(nn.Module):
         if fused_sampler and placement.type == "cuda":  # CUDA-only kernel; not verifiable on this CPU machine
             self._fused_sampler = nn.DistributedPariticalFCSample(self.world * self.num_sample)
 
-    # ----- optimizer momentum -------------------------------------------------------------------
+    # ----- optimizer state ----------------------------------------------------------------------
     def bind_optimizer(self, optimizer: flow.optim.Optimizer, keep_momentum: bool = True) -> None:
-        """Let the head swap the momentum of sampled rows in `optimizer`'s state (eager SGD)."""
+        """Let the head swap the per-class rows of `optimizer`'s state (SGD momentum, AdamW moments)."""
         self._optimizer = optimizer
         self._keep_momentum = keep_momentum
-        if keep_momentum and not hasattr(self, "weight_mom"):
-            self.register_buffer("weight_mom", flow.zeros_like(self.weight))
-            if self.bias is not None:
-                self.register_buffer("bias_mom", flow.zeros_like(self.bias))
+        if not keep_momentum:
+            return
+        for param, prefix in self._activated():
+            for key in row_state_keys(optimizer, param):
+                name = _table_name(prefix, key)
+                if not hasattr(self, name):
+                    self.register_buffer(name, flow.zeros_like(getattr(self, prefix)))
 
-    def _momentum_slot(self, param: Optional[nn.Parameter]) -> Optional[flow.Tensor]:
-        if self._optimizer is None or param is None:
-            return None
-        for group in self._optimizer.param_groups:
-            if any(p is param for p in group.parameters) and group["momentum"] != 0.0:
-                state = self._optimizer._state.setdefault(param, {})
-                if "momentum_buf" not in state:
-                    state["momentum_buf"] = flow.zeros_like(param)
-                return state["momentum_buf"]
-        return None
-
-    def _momentum_tables(self) -> list[tuple[nn.Parameter, Optional[flow.Tensor]]]:
-        pairs = [(self.weight_activated, getattr(self, "weight_mom", None))]
+    def _activated(self) -> list[tuple[nn.Parameter, str]]:
+        """(activated parameter, name of its class table) pairs."""
+        pairs = [(self.weight_activated, "weight")]
         if self.bias_activated is not None:
-            pairs.append((self.bias_activated, getattr(self, "bias_mom", None)))
+            pairs.append((self.bias_activated, "bias"))
+        return pairs
+
+    def _state_rows(self) -> list[tuple[flow.Tensor, Optional[flow.Tensor]]]:
+        """(optimizer state slot of an activated parameter, its per-class table or None when reset)."""
+        if self._optimizer is None:
+            return []
+        pairs = []
+        for param, prefix in self._activated():
+            for key in row_state_keys(self._optimizer, param):
+                table = getattr(self, _table_name(prefix, key)) if self._keep_momentum else None
+                pairs.append((state_slot(self._optimizer, param, key), table))
         return pairs
 
     # ----- table <-> activated rows ---------------------------------------------------------------
     def _write_back(self) -> None:
-        """Copy the (optimizer-updated) sampled rows and their momentum back into the tables."""
+        """Copy the (optimizer-updated) sampled rows and their optimizer state back into the tables."""
         if self._index is None:
             return
         with flow.no_grad():
             self.weight.to_local()[self._index] = self.weight_activated.to_local()
             if self.bias_activated is not None:
                 self.bias.to_local()[self._index] = self.bias_activated.to_local()
-            if self._keep_momentum:
-                for param, table in self._momentum_tables():
-                    slot = self._momentum_slot(param)
-                    if slot is not None:
-                        table.to_local()[self._index] = slot.to_local()
+            for slot, table in self._state_rows():
+                if table is not None:
+                    table.to_local()[self._index] = slot.to_local()
 
     def _load_rows(self, index: flow.Tensor) -> None:
-        """Copy the table rows `index` (local) into the activated parameter (and their momentum)."""
+        """Copy the table rows `index` (local) into the activated parameter (and their optimizer state)."""
         with flow.no_grad():
             self.weight_activated.to_local().copy_(flow.index_select(self.weight.to_local(), 0, index))
             if self.bias_activated is not None:
                 self.bias_activated.to_local().copy_(flow.index_select(self.bias.to_local(), 0, index))
-            for param, table in self._momentum_tables():
-                slot = self._momentum_slot(param)
-                if slot is None:
-                    continue
-                if self._keep_momentum:
+            for slot, table in self._state_rows():
+                if table is not None:
                     slot.to_local().copy_(flow.index_select(table.to_local(), 0, index))
                 else:
                     slot.to_local().zero_()
@@ -200,7 +206,7 @@ class PartialFC(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
-        fit_class_rows(state_dict, prefix, ("weight", "bias", "weight_mom", "bias_mom"), self.num_classes, self.rows)
+        fit_class_rows(state_dict, prefix, tuple(self._buffers), self.num_classes, self.rows)  # tables and state
         for name in ("weight_activated", "bias_activated"):  # refilled from the table at the next step
             param = getattr(self, name)
             if prefix + name in state_dict and param is not None:

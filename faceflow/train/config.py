@@ -24,6 +24,7 @@ FC_MODES = ("data_parallel", "model_parallel", "partial_fc")
 # memory) or restarted from zero (no table; the memory goal of Partial FC at 1M classes needs this).
 PARTIAL_FC_MOMENTUM = ("exact", "reset")
 SCHEDULES = ("multistep", "poly")
+OPTIMIZERS = ("sgd", "adamw")  # built by faceflow.train.optimizer
 
 DEFAULTS: dict[str, Any] = {
     "network": "mbf",
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "max_steps": None,
     "epochs": None,
+    "optimizer": "sgd",
     "lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 5.0e-4,
@@ -87,6 +89,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,),
     "max_steps": (int,),
     "epochs": (int, float),
+    "optimizer": (str,),
     "lr": (float, int),
     "momentum": (float, int),
     "weight_decay": (float, int),
@@ -219,7 +222,7 @@ def _check_types(config: dict[str, Any]) -> None:
 
 def _check_choices(config: dict[str, Any]) -> None:
     for key, choices in (("network", NETWORKS), ("loss", LOSSES), ("fc_mode", FC_MODES),
-                         ("partial_fc_momentum", PARTIAL_FC_MOMENTUM),
+                         ("partial_fc_momentum", PARTIAL_FC_MOMENTUM), ("optimizer", OPTIMIZERS),
                          ("lr_schedule", SCHEDULES), ("device", ("cpu", "cuda", "auto"))):
         if config[key] not in choices:
             _fail(key, f"expected one of {', '.join(choices)}, got {config[key]!r}")

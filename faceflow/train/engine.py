@@ -28,6 +28,7 @@ from faceflow.train.amp import DynamicLossScaler
 from faceflow.train.config import total_steps
 from faceflow.train.graph import TrainGraph
 from faceflow.train.metrics import SpeedMeter, TrainLog, speed_line
+from faceflow.train.optimizer import build_optimizer
 from faceflow.train.resume import find_conflict
 from faceflow.train.schedule import build_scheduler, learning_rate
 
@@ -114,12 +115,8 @@ class Trainer:
         self.head = build_head(cfg, self.placement)
         flow._oneflow_internal.eager.Sync()
         self.params = [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]
-        group: dict[str, Any] = {"params": self.params}
-        if cfg["clip_grad_norm"] is not None:
-            group.update(clip_grad_max_norm=float(cfg["clip_grad_norm"]), clip_grad_norm_type=2.0)
-        self.optimizer = flow.optim.SGD([group], lr=cfg["lr"], momentum=cfg["momentum"],
-                                        weight_decay=cfg["weight_decay"])
-        if hasattr(self.head, "bind_optimizer"):  # Partial FC swaps momentum rows with its class sample
+        self.optimizer = build_optimizer(self.params, cfg)
+        if hasattr(self.head, "bind_optimizer"):  # Partial FC swaps optimizer-state rows with its class sample
             self.head.bind_optimizer(self.optimizer, keep_momentum=cfg["partial_fc_momentum"] == "exact")
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
         self.graph = TrainGraph(self.backbone, self.head, self.optimizer, self.scheduler, self.amp) \
@@ -193,7 +190,7 @@ class Trainer:
             raise FaceflowError(f"{path}: written in eager mode; resume it with graph: false "
                                 "(the graph's optimizer and LR state differ)")
         if optimizer_state is None:
-            self.log.message(f"note: {path.name} was written in graph mode; momentum restarts in eager mode")
+            self.log.message(f"note: {path.name} was written in graph mode; optimizer state restarts in eager mode")
         return step
 
     # ----- the loop ------------------------------------------------------------------------
@@ -257,6 +254,7 @@ class Trainer:
         if start == 0:
             self.log.message(f"training {self.config['network']} / {self.config['loss']} / {self.config['fc_mode']} "
                              f"for {self.total} steps, {self.world} process(es), batch {self.global_batch}, "
+                             f"{self.config['optimizer']} lr {self.config['lr']:g}, "
                              f"{'graph' if self.graph is not None else 'eager'} on {self.device}"
                              f"{' with AMP' if self.amp else ''}"
                              f"{', each process pinned to its share of the CPUs' if self.cpus else ''}")

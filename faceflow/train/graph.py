@@ -1,4 +1,4 @@
-"""The nn.Graph form of one training step (forward, loss, backward, SGD update, LR schedule, AMP)."""
+"""The nn.Graph form of one training step (forward, loss, backward, optimizer update, LR schedule, AMP)."""
 from __future__ import annotations
 
 import faceflow  # noqa: F401

@@ -23,7 +23,7 @@ _RUN_TO_TRAIN = {
     "network": "network", "embedding_size": "embedding_size", "dropout": "dropout",
     "loss": "loss", "margins": "margins", "fc_mode": "fc_mode", "sample_rate": "sample_rate",
     "partial_fc_momentum": "partial_fc_momentum", "partial_fc_fused_sampler": "partial_fc_fused_sampler",
-    "batch_size": "batch_size", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
+    "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay",
     "lr_schedule": "lr_schedule", "warmup_steps": "warmup_steps", "lr_steps": "lr_steps",
     "scales": "scales", "power": "power", "clip_grad_norm": "clip_grad_norm",
     "checkpoint_every": "checkpoint_every", "graph": "graph", "fp16": "fp16", "device": "device",
