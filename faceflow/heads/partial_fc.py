@@ -122,9 +122,8 @@ class PartialFC(nn.Module):
             self.weight.to_local()[self._index] = self.weight_activated.to_local()
             if self.bias_activated is not None:
                 self.bias.to_local()[self._index] = self.bias_activated.to_local()
-            for slot, table in self._state_rows():
-                if table is not None:
-                    table.to_local()[self._index] = slot.to_local()
+            for slot, table in self._state_rows() if self._keep_momentum else ():
+                table.to_local()[self._index] = slot.to_local()
 
     def _load_rows(self, index: flow.Tensor) -> None:
         """Copy the table rows `index` (local) into the activated parameter (and their optimizer state)."""
