@@ -174,6 +174,39 @@ def run_bn_case(fc_mode: str, loss: str, data: dict[str, np.ndarray]) -> dict[st
             "backbone_grad": _numpy(backbone[0].weight.grad), "class_grad": _numpy(class_table.grad)[:classes]}
 
 
+PFC_STEPS, PFC_LR, PFC_MU, PFC_WD = 3, 0.1, 0.9, 5e-4
+
+
+def run_pfc_momentum_steps(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """PFC_STEPS SGD steps of Partial FC 0.3 with exact per-class momentum, a new batch each step: the
+    initial class table, each step's sampled classes and their gradient rows, and the final class tables."""
+    placement = all_ranks_placement("cpu")
+    flow.manual_seed(1)
+    classes = len(data["weight"])
+    world = len(placement.ranks)
+    head = build_head({"loss": "cosface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.3,
+                       "num_classes": classes, "embedding_size": EMB, "batch_size": BATCH // world}, placement)
+    set_class_weight(head, data["weight"], data["bias"])
+    optimizer = flow.optim.SGD(head.parameters(), lr=PFC_LR, momentum=PFC_MU, weight_decay=PFC_WD)
+    head.bind_optimizer(optimizer)
+    results = {"initial": _numpy(head.weight)}
+    rng = np.random.default_rng(7)
+    embed = data["backbone"].T
+    for step in range(PFC_STEPS):
+        x = rng.normal(size=(BATCH, IN_FEATURES)).astype(np.float32) @ embed
+        labels = rng.integers(0, classes, BATCH)
+        value = head(_global(x, placement, flow.sbp.split(0)), _global(labels, placement, flow.sbp.split(0)))
+        value.backward()
+        results[f"sampled{step}"] = head.sampled_classes
+        results[f"grad{step}"] = _numpy(head.weight_activated.grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    state = head.state_dict()
+    results["weight"] = _numpy(state["weight"])
+    results["weight_mom"] = _numpy(state["weight_mom"])
+    return results
+
+
 # (fc_mode, loss, batch_size per rank, graph): the tiny mbf runs that went NaN on 2 processes
 TRAIN_CASES = [("model_parallel", "cosface", 2, False), ("model_parallel", "arcface", 2, True),
                ("model_parallel", "softmax", 2, False), ("data_parallel", "cosface", 2, False)]
@@ -232,6 +265,8 @@ def main(out_path: str) -> None:
             results[f"bn-{fc_mode}-{loss}/{field}"] = value
     for field, value in run_graph_case("model_parallel", "arcface", problem(), batchnorm=True).items():
         results[f"graph-bn-model_parallel/{field}"] = value
+    for field, value in run_pfc_momentum_steps(problem(MANY_CLASSES)).items():
+        results[f"pfc-momentum/{field}"] = value
     dp_head = build_head({"loss": "arcface", "fc_mode": "data_parallel", "num_classes": CLASSES,
                           "embedding_size": EMB}, all_ranks_placement("cpu"))
     per_rank = dp_head.weight.to_local().to_global(placement=dp_head.weight.placement, sbp=flow.sbp.split(0))

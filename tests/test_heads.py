@@ -185,6 +185,32 @@ def test_partial_fc_keeps_both_adamw_moments_per_class() -> None:
         np.testing.assert_allclose(state[name].to_local().numpy(), expected, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_partial_fc_state_slots_live_from_backward_to_the_next_write_back() -> None:
+    """The sampled rows' momentum enters the optimizer at backward (from the table) and leaves it at the
+    next forward (into the table): it is not held through forward/backward, where memory peaks."""
+    rng = np.random.default_rng(6)
+    head = build_head({"loss": "arcface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
+                       "num_classes": 200, "embedding_size": E, "batch_size": B}, all_ranks_placement("cpu"))
+    opt = flow.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
+    head.bind_optimizer(opt)
+    slots = opt._state.setdefault(head.weight_activated, {})
+    for step in range(2):
+        loss = head(_global(rng.normal(size=(B, E)).astype(np.float32), flow.sbp.split(0)),
+                    _global(rng.integers(0, 200, B), flow.sbp.split(0)))
+        assert "momentum_buf" not in slots
+        if step == 1:  # the first step's momentum went back into the table rows of its sample
+            np.testing.assert_array_equal(head.weight_mom.to_local().numpy()[first], after_first)
+        loss.backward()
+        table_rows = head.weight_mom.to_local().numpy()[head.sampled_classes]
+        np.testing.assert_array_equal(slots["momentum_buf"].to_local().numpy(), table_rows)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step == 0:
+            first, after_first = head.sampled_classes, slots["momentum_buf"].to_local().numpy().copy()
+            assert np.abs(after_first).max() > 0
+    assert set(first) != set(head.sampled_classes)  # the second step put other classes' rows in the slot
+
+
 def test_partial_fc_unsampled_rows_are_bit_identical_without_binding() -> None:
     classes = 200
     head = build_head({"loss": "cosface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,

@@ -101,6 +101,27 @@ def test_partial_fc_sample_keeps_positives_and_matches_subset_full_fc(two_rank_r
 
 
 @pytest.mark.distributed
+def test_partial_fc_exact_momentum_over_steps_on_two_ranks(two_rank_results: dict) -> None:
+    """Three SGD steps of Partial FC 0.3 on 2 ranks, new batch each step: the class tables equal a per-class
+    sparse SGD with momentum and weight decay (numpy) on the sampled rows; unsampled rows never move."""
+    got = _two_rank(two_rank_results, ("pfc", "momentum"))
+    table = got["initial"].copy()
+    velocity = np.zeros_like(table)
+    touched = set()
+    for step in range(worker.PFC_STEPS):
+        sampled, grad = got[f"sampled{step}"], got[f"grad{step}"]
+        assert len(set(sampled.tolist())) == len(sampled) == len(grad)
+        velocity[sampled] = worker.PFC_MU * velocity[sampled] + grad + worker.PFC_WD * table[sampled]
+        table[sampled] -= worker.PFC_LR * velocity[sampled]
+        touched |= set(sampled.tolist())
+    assert 0 < len(touched) < len(table)
+    np.testing.assert_allclose(got["weight"], table, **TOL)
+    np.testing.assert_allclose(got["weight_mom"], velocity, **TOL)
+    untouched = np.setdiff1d(np.arange(len(table)), sorted(touched))
+    assert np.array_equal(got["weight"][untouched], got["initial"][untouched])
+
+
+@pytest.mark.distributed
 def test_data_parallel_weight_is_identical_on_every_rank(two_rank_results: dict) -> None:
     per_rank = two_rank_results["data_parallel_init_per_rank"]
     assert per_rank.shape == (2, worker.CLASSES, worker.EMB)

@@ -5,13 +5,15 @@ split(0) BUFFER, not a parameter. The rows sampled for a step are copied into th
 `weight_activated` `[world * S, E]` (S sampled rows per rank, the same on every rank) and the loss is
 computed over them only; the next step (or `state_dict()`) writes the updated rows back into the table.
 So the optimizer never sees the unsampled rows: their gradient is exactly 0 and momentum and weight
-decay cannot move them. The optimizer state of the sampled rows (SGD momentum, AdamW's two moments)
-lives in the optimizer's state for `weight_activated`; after `bind_optimizer(opt)` it is swapped per
-class through one table per state tensor (`weight_mom` for SGD; `weight_exp_avg` and `weight_exp_avg_sq`
-for AdamW; the same for `bias` with softmax): exact, like arcface_torch's first Partial FC, at one class
-table of memory per state tensor. With `keep_momentum=False` the state is reset to zero for each new
-sample (no extra memory). Without `bind_optimizer` the state stays with the slot, i.e. it leaks between
-the classes that occupy a slot on consecutive steps.
+decay cannot move them. After `bind_optimizer(opt)` the optimizer state of the sampled rows (SGD momentum,
+AdamW's two moments) is swapped per class through one table per state tensor (`weight_mom` for SGD;
+`weight_exp_avg` and `weight_exp_avg_sq` for AdamW; the same for `bias` with softmax): exact, like
+arcface_torch's first Partial FC, at one class table of memory per state tensor. The state rows are put
+into the optimizer once the sampled rows' gradient exists and taken out again at the write-back, so the
+state slots are not held through the forward and backward passes, where memory peaks. With
+`keep_momentum=False` the optimizer restarts the state at zero for each new sample (no table). Without
+`bind_optimizer` the state stays with the slot, i.e. it leaks between the classes that occupy a slot on
+consecutive steps.
 
 S = int(n * r), raised to min(n, global batch) when that is larger so that every positive always fits,
 and equal on all ranks so that the sampled weight is an evenly split global tensor. Sampling is done per
@@ -32,7 +34,7 @@ from faceflow.errors import FaceflowError
 from faceflow.heads.fc import (class_weight, fit_class_rows, gather_batch, margin_softmax_loss, padded_rows,
                                padding_logit_bias)
 from faceflow.heads.margins import Margins
-from faceflow.train.optimizer import row_state_keys, state_slot
+from faceflow.train.optimizer import put_state_slot, row_state_keys, take_state_slot
 
 
 def _table_name(prefix: str, key: str) -> str:
@@ -78,6 +80,7 @@ class PartialFC(nn.Module):
         self._index: Optional[flow.Tensor] = None  # this rank's sampled local rows, in weight_activated order
         self._optimizer: Optional[flow.optim.Optimizer] = None
         self._keep_momentum = True
+        self._state_loaded = True  # the optimizer holds the state rows of the current sample
         self._fused_sampler = None
         if fused_sampler and placement.type == "cuda":  # CUDA-only kernel; not verifiable on this CPU machine
             self._fused_sampler = nn.DistributedPariticalFCSample(self.world * self.num_sample)
@@ -85,6 +88,7 @@ class PartialFC(nn.Module):
     # ----- optimizer state ----------------------------------------------------------------------
     def bind_optimizer(self, optimizer: flow.optim.Optimizer, keep_momentum: bool = True) -> None:
         """Let the head swap the per-class rows of `optimizer`'s state (SGD momentum, AdamW moments)."""
+        first = self._optimizer is None
         self._optimizer = optimizer
         self._keep_momentum = keep_momentum
         if not keep_momentum:
@@ -94,6 +98,8 @@ class PartialFC(nn.Module):
                 name = _table_name(prefix, key)
                 if not hasattr(self, name):
                     self.register_buffer(name, flow.zeros_like(getattr(self, prefix)))
+        if first:  # no handle to remove one in OneFlow 0.9; _load_state checks the bound optimizer
+            self.weight_activated.register_hook(self._load_state)
 
     def _activated(self) -> list[tuple[nn.Parameter, str]]:
         """(activated parameter, name of its class table) pairs."""
@@ -102,41 +108,50 @@ class PartialFC(nn.Module):
             pairs.append((self.bias_activated, "bias"))
         return pairs
 
-    def _state_rows(self) -> list[tuple[flow.Tensor, Optional[flow.Tensor]]]:
-        """(optimizer state slot of an activated parameter, its per-class table or None when reset)."""
+    def _state_keys(self) -> list[tuple[nn.Parameter, str, str]]:
+        """(activated parameter, optimizer state key, name of its per-class table) for every state slot."""
         if self._optimizer is None:
             return []
-        pairs = []
-        for param, prefix in self._activated():
-            for key in row_state_keys(self._optimizer, param):
-                table = getattr(self, _table_name(prefix, key)) if self._keep_momentum else None
-                pairs.append((state_slot(self._optimizer, param, key), table))
-        return pairs
+        return [(param, key, _table_name(prefix, key)) for param, prefix in self._activated()
+                for key in row_state_keys(self._optimizer, param)]
 
     # ----- table <-> activated rows ---------------------------------------------------------------
     def _write_back(self) -> None:
-        """Copy the (optimizer-updated) sampled rows and their optimizer state back into the tables."""
+        """Copy the (optimizer-updated) sampled rows into the tables, and their optimizer state (then drop it)."""
         if self._index is None:
             return
         with flow.no_grad():
             self.weight.to_local()[self._index] = self.weight_activated.to_local()
             if self.bias_activated is not None:
                 self.bias.to_local()[self._index] = self.bias_activated.to_local()
-            for slot, table in self._state_rows() if self._keep_momentum else ():
-                table.to_local()[self._index] = slot.to_local()
+            for param, key, table in self._state_keys():
+                slot = take_state_slot(self._optimizer, param, key)  # not kept between steps: its memory
+                if slot is not None and self._keep_momentum:  # is free during the next forward/backward
+                    getattr(self, table).to_local()[self._index] = slot.to_local()
 
     def _load_rows(self, index: flow.Tensor) -> None:
-        """Copy the table rows `index` (local) into the activated parameter (and their optimizer state)."""
+        """Copy the table rows `index` (local) into the activated parameters; their state follows at backward."""
         with flow.no_grad():
             self.weight_activated.to_local().copy_(flow.index_select(self.weight.to_local(), 0, index))
             if self.bias_activated is not None:
                 self.bias_activated.to_local().copy_(flow.index_select(self.bias.to_local(), 0, index))
-            for slot, table in self._state_rows():
-                if table is not None:
-                    slot.to_local().copy_(flow.index_select(table.to_local(), 0, index))
-                else:
-                    slot.to_local().zero_()
         self._index = index
+        self._state_loaded = False
+
+    def _load_state(self, grad: Optional[flow.Tensor] = None) -> None:
+        """Give the optimizer the state rows of the sample (exact mode); a gradient hook, run before the step.
+
+        Loading once the sampled rows' gradient exists, not in forward, keeps the state slots out of the
+        forward/backward peak. In reset mode the optimizer creates zero slots itself.
+        """
+        if self._state_loaded or self._index is None or not self._keep_momentum:
+            return
+        self._state_loaded = True
+        split0 = flow.sbp.split(0)
+        with flow.no_grad():
+            for param, key, table in self._state_keys():
+                rows = flow.index_select(getattr(self, table).to_local(), 0, self._index)
+                put_state_slot(self._optimizer, param, key, rows.to_global(placement=self.placement, sbp=split0))
 
     # ----- sampling -------------------------------------------------------------------------------
     def _sample(self, labels: flow.Tensor) -> tuple[flow.Tensor, flow.Tensor]:

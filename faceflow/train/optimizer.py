@@ -6,7 +6,7 @@ uses for ViT backbones. Partial FC swaps the per-class rows of the state tensors
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
 import oneflow as flow
@@ -36,9 +36,12 @@ def row_state_keys(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter) ->
     return ()
 
 
-def state_slot(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter, key: str) -> flow.Tensor:
-    """The optimizer's state tensor `key` for `param`, created as zeros (as the optimizer would) if missing."""
-    state = optimizer._state.setdefault(param, {})
-    if key not in state:
-        state[key] = flow.zeros_like(param)
-    return state[key]
+def take_state_slot(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter, key: str) -> Optional[flow.Tensor]:
+    """Remove and return the optimizer's state tensor `key` for `param` (None if it has none yet)."""
+    return optimizer._state.get(param, {}).pop(key, None)
+
+
+def put_state_slot(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter, key: str,
+                   value: flow.Tensor) -> None:
+    """Give `param` the optimizer state tensor `key` (shaped like `param`); a missing one starts at zeros."""
+    optimizer._state.setdefault(param, {})[key] = value
