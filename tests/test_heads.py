@@ -192,7 +192,8 @@ def test_partial_fc_state_slots_live_from_backward_to_the_next_write_back() -> N
     head = build_head({"loss": "arcface", "margins": None, "fc_mode": "partial_fc", "sample_rate": 0.1,
                        "num_classes": 200, "embedding_size": E, "batch_size": B}, all_ranks_placement("cpu"))
     opt = flow.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
-    head.bind_optimizer(opt)
+    head.bind_optimizer(opt, keep_momentum=False)
+    head.bind_optimizer(opt)  # binding again in exact mode takes effect
     slots = opt._state.setdefault(head.weight_activated, {})
     for step in range(2):
         loss = head(_global(rng.normal(size=(B, E)).astype(np.float32), flow.sbp.split(0)),

@@ -81,6 +81,7 @@ class PartialFC(nn.Module):
         self._optimizer: Optional[flow.optim.Optimizer] = None
         self._keep_momentum = True
         self._state_loaded = True  # the optimizer holds the state rows of the current sample
+        self._hooked = False
         self._fused_sampler = None
         if fused_sampler and placement.type == "cuda":  # CUDA-only kernel; not verifiable on this CPU machine
             self._fused_sampler = nn.DistributedPariticalFCSample(self.world * self.num_sample)
@@ -88,7 +89,6 @@ class PartialFC(nn.Module):
     # ----- optimizer state ----------------------------------------------------------------------
     def bind_optimizer(self, optimizer: flow.optim.Optimizer, keep_momentum: bool = True) -> None:
         """Let the head swap the per-class rows of `optimizer`'s state (SGD momentum, AdamW moments)."""
-        first = self._optimizer is None
         self._optimizer = optimizer
         self._keep_momentum = keep_momentum
         if not keep_momentum:
@@ -98,8 +98,9 @@ class PartialFC(nn.Module):
                 name = _table_name(prefix, key)
                 if not hasattr(self, name):
                     self.register_buffer(name, flow.zeros_like(getattr(self, prefix)))
-        if first:  # no handle to remove one in OneFlow 0.9; _load_state checks the bound optimizer
+        if not self._hooked:  # OneFlow 0.9 gives no handle to remove a hook: register it once
             self.weight_activated.register_hook(self._load_state)
+            self._hooked = True
 
     def _activated(self) -> list[tuple[nn.Parameter, str]]:
         """(activated parameter, name of its class table) pairs."""
