@@ -13,7 +13,7 @@ run: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) all
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra --durations=15 $(PYTEST_ARGS)
 
 env: $(STAMP)
 

@@ -18,8 +18,9 @@ consecutive steps.
 S = int(n * r), raised to min(n, global batch) when that is larger so that every positive always fits,
 and equal on all ranks so that the sampled weight is an evenly split global tensor. Sampling is done per
 rank with ordinary local tensor ops (CPU and CUDA); `fused_sampler=True` lets OneFlow's CUDA-only
-`nn.DistributedPariticalFCSample` pick the classes instead (opt-in: it could not be tested without a GPU). Copying rows between the table and
-`weight_activated` uses `Tensor.to_local()`, which nn.Graph does not support: Partial FC runs eagerly.
+`nn.DistributedPariticalFCSample` pick the classes instead (opt-in: it could not be tested without a GPU).
+Copying rows between the table and `weight_activated` uses `Tensor.to_local()`, which nn.Graph does not
+support: Partial FC runs eagerly.
 """
 from __future__ import annotations
 

@@ -36,12 +36,13 @@ def row_state_keys(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter) ->
     return ()
 
 
-def take_state_slot(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter, key: str) -> Optional[flow.Tensor]:
-    """Remove and return the optimizer's state tensor `key` for `param` (None if it has none yet)."""
+def take_state_slot(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter,
+                    key: str) -> Optional[flow.Tensor]:
+    """Remove and return the optimizer's state tensor `key` for `param` (None if it has none)."""
     return optimizer._state.get(param, {}).pop(key, None)
 
 
 def put_state_slot(optimizer: flow.optim.Optimizer, param: flow.nn.Parameter, key: str,
                    value: flow.Tensor) -> None:
-    """Give `param` the optimizer state tensor `key` (shaped like `param`); a missing one starts at zeros."""
+    """Set the optimizer's state tensor `key` for `param` (shaped like it); the next step updates it in place."""
     optimizer._state.setdefault(param, {})[key] = value
