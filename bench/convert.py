@@ -4,8 +4,10 @@ pipeline vs MXNet's ImageRecordIter (same data, same CPU, same decode threads re
 Convert ratio = MB/s of `convert_rec` (read train.rec + idx + property, check every record, write
 OFRecord parts atomically) / MB/s of `shutil.copyfile(train.rec)` (the kernel reads and writes the
 same bytes with sendfile, no per-record work), both over train.rec's size, runs alternating in one
-process, best of --repeats each. The same ratio in CPU time of the calling thread (both run in it)
-is printed too: it moves much less than the wall-clock one with the load of a shared machine.
+process, best of --repeats each. convert_rec frames records in the calling thread while one writer
+thread writes the previous ones, so it may keep up to two cores busy; the copy keeps one. The same
+ratio in CPU time of the process (every thread of both sides) is printed too: it moves much less
+than the wall-clock one with the load of a shared machine.
 
 Size: 20000 face-sized JPEGs (~120 MB) by default. Real InsightFace sets hold 5.8M-17M images (GBs),
 so what matters to users is the per-record cost. With 3000 images (18 MB) the copy takes ~6 ms and
@@ -25,11 +27,13 @@ log), OneFlow 0.9 decodes on its compute pool, sized to the machine's core count
 (hardware_concurrency ignores affinity; no environment variable changes it). Secondary: both on every
 CPU with 2 threads requested. Threads busy (>= 5% of a core) and cores busy are printed per side.
 
-Why TrainPipeline is slower per core (perf, one CPU): CropMirrorNormalize's per-element loop costs
-about as much as the JPEG decode itself (~28% vs ~36% of samples), and OneFlow's `.numpy()` wait blocks
-then busy-spins (BlockingThenBusy, no yield): on one core the woken main thread spins on the worker's
-time (~20% of samples, once per wait). Replacing CropMirrorNormalize by image flip + cast + batched
-matmul transpose gives bit-identical output but is no faster; eager permute/flip are ~5x slower.
+The single-CPU pipeline ratio depends on the machine's load: 1.22-1.34 on an idle machine (load
+average below 2), 0.75-0.80 while other jobs loaded both cores (load 8-20). Where a core is shared,
+OneFlow loses more (perf, one CPU): its `.numpy()` wait blocks then busy-spins (BlockingThenBusy, no
+yield), so the woken main thread spins on the worker's time (~20% of samples, once per wait), and
+CropMirrorNormalize's per-element loop costs about as much as the JPEG decode itself (~28% vs ~36%).
+Replacing CropMirrorNormalize by image flip + cast + batched matmul transpose gives bit-identical
+output but is no faster; eager permute/flip are ~5x slower.
 
 Usage: python bench/convert.py [--images 20000] [--cpu N] [--threads 1] [--batch 64] [--batches 80] [--parts 8]
 The headline convert ratio is 1 part (one file in, one file out, like the copy); N parts is also shown.
@@ -83,22 +87,23 @@ def bench_convert(data_dir: Path, work: Path, repeats: int, parts: tuple[int, ..
     """Copy and {parts: convert} MB/s over the bytes of train.rec, each as {"wall": ..., "cpu": ...}.
 
     Runs alternate, each to a fresh path, outputs deleted outside the timed region; the best run of
-    each is kept (the machine is shared). "cpu" divides by the calling thread's CPU time (the copy's
-    sendfile and the single-threaded conversion both run in it), which other processes disturb less.
+    each is kept (the machine is shared). "cpu" divides by the process's CPU time (the copy's sendfile
+    runs in the calling thread, the conversion in it and its writer thread), which other processes
+    disturb less.
     """
     rec = data_dir / "train.rec"
     size_mb = rec.stat().st_size / 1e6
     copy_times: list[tuple[float, float]] = []
     convert_times: dict[int, list[tuple[float, float]]] = {n: [] for n in parts}
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, cpu = time.perf_counter(), time.process_time()
         shutil.copyfile(rec, work / "copy.rec")
-        copy_times.append((time.perf_counter() - wall, time.thread_time() - cpu))
+        copy_times.append((time.perf_counter() - wall, time.process_time() - cpu))
         (work / "copy.rec").unlink()
         for n in parts:
-            wall, cpu = time.perf_counter(), time.thread_time()
+            wall, cpu = time.perf_counter(), time.process_time()
             convert_rec(data_dir, work / "of", n, progress=False)
-            convert_times[n].append((time.perf_counter() - wall, time.thread_time() - cpu))
+            convert_times[n].append((time.perf_counter() - wall, time.process_time() - cpu))
             shutil.rmtree(work / "of")
 
     def mbps(times: list[tuple[float, float]]) -> dict[str, float]:

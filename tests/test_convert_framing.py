@@ -1,7 +1,10 @@
 """Bulk OFRecord framing edge cases: mixed varint widths in one chunk, empty batches, one-time protobuf check."""
 from __future__ import annotations
 
+import errno
+import gc
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -13,6 +16,14 @@ from faceflow.data import ofrecord, recordio
 from faceflow.data.convert import convert_rec
 from faceflow.data.ofrecord import FramedRecordEncoder, part_name, serialize_train_record
 from faceflow.data.recordio import IRHeader, RecordWriter, pack_payload
+from faceflow.errors import FaceflowError
+
+
+def _rec_dataset(data_dir, images: list[bytes], per_class: int) -> None:
+    """im2rec layout: key k holds images[k] with label k // per_class."""
+    with RecordWriter(data_dir / "train.rec", data_dir / "train.idx") as writer:
+        for key, image in enumerate(images):
+            writer.write(key, pack_payload(IRHeader(0, float(key // per_class), key, 0), image))
 
 
 def _framed(data: bytes, label: int) -> bytes:
@@ -39,8 +50,8 @@ def test_glue_of_no_records_is_empty(runs):
 
 
 def test_chunk_of_only_skipped_records(tmp_path, monkeypatch):
-    """A read window whose records are all bad and skipped writes nothing, and the parts stay round-robin."""
-    monkeypatch.setattr(recordio, "CHUNK_BYTES", 600)
+    """A chunk whose records are all bad and skipped writes nothing, and the parts stay round-robin."""
+    monkeypatch.setattr(recordio, "CHUNK_RECORDS", 3)
     images = [jpeg(i) for i in range(9)]
     for bad in (3, 4, 5):
         images[bad] = b"not an image, long enough to fill a window" * 8
@@ -76,9 +87,7 @@ def test_protobuf_check_catches_wrong_framing(monkeypatch):
 def test_short_writes_are_completed(tmp_path, monkeypatch, flush_pieces):
     """Every writev writes only half of what it was given: the rest is written, the bytes are unchanged."""
     images = [jpeg(i, 16 + 8 * (i % 3)) for i in range(17)]
-    with RecordWriter(tmp_path / "rec" / "train.rec", tmp_path / "rec" / "train.idx") as writer:
-        for key, image in enumerate(images):
-            writer.write(key, pack_payload(IRHeader(0, float(key // 2), key, 0), image))
+    _rec_dataset(tmp_path / "rec", images, 2)
     real_write = ofrecord.os.write
     calls = []
 
@@ -94,3 +103,27 @@ def test_short_writes_are_completed(tmp_path, monkeypatch, flush_pieces):
     want = [b"".join(_framed(images[k], k // 2) for k in keys[p::3]) for p in range(3)]
     assert [(tmp_path / "of" / part_name(p)).read_bytes() for p in range(3)] == want
     assert summary.bytes == sum(map(len, want)) and len(calls) >= 3
+
+
+def test_failed_background_write_stops_with_the_part_named_and_leaves_nothing(tmp_path, monkeypatch):
+    """A write that fails in the writer thread (disk full) stops the conversion with one line naming the
+    part; no output directory and no temporary directory are left; the garbage collector is back on."""
+    _rec_dataset(tmp_path / "rec", [jpeg(i, 16 + 8 * (i % 3)) for i in range(40)], 4)
+    real_writev = ofrecord.os.writev
+    calls = []
+
+    def full_disk(fd: int, buffers: list) -> int:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(ofrecord.os, "writev", full_disk)
+    monkeypatch.setattr(recordio, "CHUNK_RECORDS", 4)
+    out = tmp_path / "out" / "of"
+    assert gc.isenabled()
+    with pytest.raises(FaceflowError, match=r"out/of/part-00000: cannot write the part: No space left on device"):
+        convert_rec(tmp_path / "rec", out, 2, progress=False)
+    assert gc.isenabled()
+    assert not out.exists() and list((tmp_path / "out").iterdir()) == []
+    assert calls[0].startswith("faceflow-parts") and len(set(calls)) == 1  # written off the main thread

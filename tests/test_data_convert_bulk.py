@@ -54,9 +54,9 @@ def _im2rec_dataset(path, images, labels):
             writer.write(key, pack_payload(IRHeader(2, np.array([label, 0.5], np.float32), key, 0), image))
 
 
-@pytest.mark.parametrize("buffer_size", [None, 3000, 100])
+@pytest.mark.parametrize("chunk_records", [None, 4, 1])
 @pytest.mark.parametrize("order", ["file", "shuffled"])
-def test_image_chunks_match_read(tmp_path, buffer_size, order):
+def test_image_chunks_match_read(tmp_path, chunk_records, order):
     images = [MAGIC_IMAGE if i == 3 else jpeg(i, 16 + 8 * (i % 4)) for i in range(15)]
     _im2rec_dataset(tmp_path, images, [i // 2 for i in range(15)])
     with RecordDataset(tmp_path) as dataset:
@@ -64,7 +64,7 @@ def test_image_chunks_match_read(tmp_path, buffer_size, order):
         if order == "shuffled":
             keys = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
         got, irregular = [], 0
-        for chunk in dataset.image_chunks(keys, buffer_size):
+        for chunk in dataset.image_chunks(keys, chunk_records):
             for i, key in enumerate(chunk.keys.tolist()):
                 if chunk.regular[i]:
                     got.append((key, int(chunk.labels[i]), bytes(chunk.buffer[chunk.starts[i]:chunk.ends[i]])))
@@ -76,10 +76,10 @@ def test_image_chunks_match_read(tmp_path, buffer_size, order):
     assert irregular >= 1  # the continuation record at least
 
 
-@pytest.mark.parametrize("chunk_bytes", [1 << 22, 3000])
+@pytest.mark.parametrize("chunk_records", [2048, 5])
 @pytest.mark.parametrize("parts,shuffle", [(1, False), (3, False), (4, True)])
-def test_convert_is_byte_identical_to_protobuf(tmp_path, monkeypatch, chunk_bytes, parts, shuffle):
-    monkeypatch.setattr(recordio, "CHUNK_BYTES", chunk_bytes)
+def test_convert_is_byte_identical_to_protobuf(tmp_path, monkeypatch, chunk_records, parts, shuffle):
+    monkeypatch.setattr(recordio, "CHUNK_RECORDS", chunk_records)
     images = [jpeg(i, 16 + 8 * (i % 5)) for i in range(23)]
     images[4], images[9], images[15] = MAGIC_IMAGE, _png(), b"not an image"
     labels = [i // 3 for i in range(23)]

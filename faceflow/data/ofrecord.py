@@ -6,8 +6,10 @@ records hold `encoded` (the JPEG bytes, unchanged) and `label` (int32); validati
 """
 from __future__ import annotations
 
+import collections
 import os
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Iterator, Sequence
@@ -18,7 +20,7 @@ import faceflow  # noqa: F401  (loads the libraries oneflow needs before its pro
 from oneflow.core.record import record_pb2
 
 from faceflow.data.atomic import atomic_dir
-from faceflow.errors import DataFormatError
+from faceflow.errors import DataFormatError, FaceflowError
 
 PART_SUFFIX_LENGTH = 5
 PART_PREFIX = "part-"
@@ -231,7 +233,9 @@ class PartsWriter:
     """Write records round-robin over `num_parts` part files in a temporary directory.
 
     Pieces are gathered per part and written with `os.writev` (no user-space copy of the image
-    bytes). On a clean exit the directory is renamed to `out_dir` (replacing it); on error it is removed.
+    bytes) by one background thread, so that framing the next records overlaps writing these (the
+    system call releases the GIL). On a clean exit, once everything is written, the directory is
+    renamed to `out_dir` (replacing it); on error it is removed.
     """
 
     _FLUSH_PIECES = 900  # below IOV_MAX (1024)
@@ -246,10 +250,15 @@ class PartsWriter:
         self._ctx = atomic_dir(self.out_dir)
         self._fds: list[int] = []
         self._pending: list[list[bytes | memoryview]] = []
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: collections.deque[Future] = collections.deque()
+        # writes queued at most (about two batches' worth): bounds the framing held but not yet written
+        self._max_queued = 2 * (num_parts + 1)
         self.tmp_dir = self.out_dir  # the temporary directory once entered (for side files)
 
     def __enter__(self) -> "PartsWriter":
         tmp = self.tmp_dir = self._ctx.__enter__()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceflow-parts")
         for i in range(self.num_parts):
             self._fds.append(os.open(tmp / part_name(i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
             self._pending.append([])
@@ -272,8 +281,8 @@ class PartsWriter:
                     values: np.ndarray) -> None:
         """Append records (data_i, int value_i) round-robin, framed in bulk and written with few `writev`s.
 
-        `lengths[i]` must be `len(data[i])`. The data pieces are written before returning (views may
-        point into a reused buffer).
+        `lengths[i]` must be `len(data[i])`. The data pieces are written in the background: they must stay
+        unchanged until `flush()` or the end of the `with` block (views of a read-only memory map do).
         """
         n = len(data)
         first = self.records % self.num_parts
@@ -298,23 +307,35 @@ class PartsWriter:
         self.records += n
 
     def _writev(self, part: int, pieces: list[bytes | memoryview], total: int) -> None:
-        fd = self._fds[part]
-        for i in range(0, len(pieces), self._FLUSH_PIECES):
-            chunk = pieces[i:i + self._FLUSH_PIECES]
-            written = os.writev(fd, chunk)
-            if written < (total if len(chunk) == len(pieces) else sum(map(len, chunk))):
-                # a short write (signal, > 2 GB): finish with plain writes
-                rest = memoryview(b"".join(chunk))[written:]
-                while rest:
-                    rest = rest[os.write(fd, rest):]
+        """Queue `pieces` (`total` bytes) for part `part`; waits while too many writes are queued.
+
+        A write that failed raises here, on the next call, or at `flush()`."""
         self.bytes += total
+        self._writes.append(self._writer.submit(self._write_now, part, pieces, total))
+        while len(self._writes) > self._max_queued:
+            self._writes.popleft().result()
+
+    def _write_now(self, part: int, pieces: list[bytes | memoryview], total: int) -> None:
+        fd = self._fds[part]
+        try:
+            for i in range(0, len(pieces), self._FLUSH_PIECES):
+                chunk = pieces[i:i + self._FLUSH_PIECES]
+                written = os.writev(fd, chunk)
+                if written < (total if len(chunk) == len(pieces) else sum(map(len, chunk))):
+                    # a short write (signal, > 2 GB): finish with plain writes
+                    rest = memoryview(b"".join(chunk))[written:]
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+        except OSError as err:
+            raise FaceflowError(f"{self.out_dir / part_name(part)}: cannot write the part: "
+                                f"{err.strerror or err}") from None
 
     def _flush(self, part: int) -> None:
         pending = self._pending[part]
         if not pending:
             return
+        self._pending[part] = []  # the queued write owns the old list
         self._writev(part, pending, sum(len(p) for p in pending))
-        pending.clear()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -325,16 +346,21 @@ class PartsWriter:
             exc_type, exc, tb = type(err), err, err.__traceback__
             raise
         finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True, cancel_futures=True)  # no write outlives the files
+            self._writes.clear()
             for fd in self._fds:
                 os.close(fd)
-            for pending in self._pending:
-                pending.clear()
+            for part in range(len(self._pending)):
+                self._pending[part] = []
             self._ctx.__exit__(exc_type, exc, tb)
 
     def flush(self) -> None:
-        """Write every pending piece (so `bytes` counts everything written so far)."""
+        """Write every pending piece and wait until it is written (raising a write's error)."""
         for part in range(self.num_parts):
             self._flush(part)
+        while self._writes:
+            self._writes.popleft().result()
 
 
 def part_files(data_dir: str | Path) -> list[Path]:
