@@ -4,17 +4,18 @@ Each network is built twice in one process, eagerly and as an nn.Graph, and runs
 (backbone + data-parallel ArcFace head + SGD momentum/wd + LR schedule) on a fixed random 112x112 batch.
 After untimed warm-up steps (graph compile), timed blocks of `--steps` steps alternate between the two
 modes for `--rounds` rounds (the order flips each round), so that a machine whose speed drifts affects
-both alike. Per-round and overall ratios (graph / eager) are printed last.
+both alike. Every block starts and ends with a full sync of OneFlow's virtual machine: a step returns
+once its loss is known, while eager backward and update are still queued, and without the sync that
+queued work (most of a step) was charged to the next block, which made 2-step eager blocks look up to
+1.5x faster or slower depending on what came before (per-round ratios 0.83x-1.57x; with the sync
+1.23x-1.51x). Per-round and overall ratios (graph / eager) are printed last.
 `python bench/train.py [--steps N] [--rounds R] [--warmup W]`.
 
-On CPU the graph saves only per-op dispatch and allocation: nn.Graph has no CPU fusion of BatchNorm or
-PReLU into convolutions, and in mbf these memory-bound ops cost about as much as the convolutions (per-layer
-forward+backward at batch 32, one process: depthwise conv 1.9 s, PReLU 1.5 s, BatchNorm 1.0 s, 1x1 conv
-0.9 s). Graph options (fuse_add_to_output, fused model update, multi-tensor update, SpeedFirst straightening)
-changed mbf by no more than the run-to-run noise (about 3%).
-With 2 cores, OneFlow's spinning VM threads and the compute threads compete (a third of the CPU time
-goes to the kernel), so the per-round ratios spread widely (0.85x to 1.57x in one run): read the
-overall ratio together with that spread.
+On CPU the graph saves per-op dispatch and allocation (nn.Graph has no CPU fusion of BatchNorm or
+PReLU into convolutions; in mbf these memory-bound ops cost about as much as the convolutions). Graph
+options (fuse_add_to_output, fused model update, multi-tensor update, SpeedFirst straightening) changed
+mbf by no more than the run-to-run noise (about 3%). With 2 cores, OneFlow's spinning VM threads and
+the compute threads compete (a third of the CPU time goes to the kernel).
 """
 from __future__ import annotations
 
@@ -57,9 +58,11 @@ def compare(network: str, steps: int, rounds: int, warmup: int) -> list[tuple[fl
     for number in range(rounds):
         seconds = {}
         for graph in ((False, True) if number % 2 == 0 else (True, False)):
+            flow._oneflow_internal.eager.Sync()
             start = time.perf_counter()
             for _ in range(steps):
                 trainers[graph].step(images, labels)
+            flow._oneflow_internal.eager.Sync()  # the block's queued backward and update, charged to it
             seconds[graph] = time.perf_counter() - start
         blocks.append((seconds[False], seconds[True]))
         print(f"{network:4s} round {number}: eager {BATCH * steps / seconds[False]:7.2f}  graph "
