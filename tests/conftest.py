@@ -1,11 +1,20 @@
-"""Shared test setup: Snakemake and the SLURM tools read $USER, which CI does not set."""
+"""Shared test setup: Snakemake and the SLURM tools read $USER, which CI does not set; slow tests go first."""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("USER", "root")
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the full workflow (`e2e`) first, then the other `slow` tests, the rest in their order: with
+    `make test`'s two workers the longest file goes to one worker at once and the other tests fill the
+    cores it leaves idle."""
+    items.sort(key=lambda item: (item.get_closest_marker("e2e") is None, item.get_closest_marker("slow") is None))

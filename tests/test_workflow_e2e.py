@@ -13,7 +13,7 @@ from faceflow.workflow.config_check import validate_config
 from faceflow.workflow.plan import build_plan
 from workflow_helpers import copy_workflow, job_counts, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def finished(tmp_path_factory):
     """A copy of the workflow after `snakemake --cores 8 all` succeeded, with its plan."""
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
     began = time.monotonic()
-    result = snakemake(workdir, "--cores", "8", "all", timeout=1800)
+    result = snakemake(workdir, "--cores", "8", "all", timeout=2700)  # shares the cores with other tests
     print(f"\nfull default run: {time.monotonic() - began:.0f} s wall")
     assert result.returncode == 0, result.stdout[-5000:]
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
