@@ -25,7 +25,7 @@ def copy_workflow(target: Path) -> Path:
     return target
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run snakemake in `workdir` and return the completed process (stdout and stderr merged)."""
     env = {**os.environ, "USER": os.environ.get("USER", "root")}
     return subprocess.run([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=subprocess.PIPE,

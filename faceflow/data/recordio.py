@@ -30,7 +30,7 @@ _IR = struct.Struct("IfQQ")
 _F32 = struct.Struct("f")
 _LEN_MASK = (1 << 29) - 1
 REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
-CHUNK_RECORDS = 2048  # records per RecordDataset.image_chunks chunk (bench/convert.py: 2048 beat 1024 and 4096)
+CHUNK_RECORDS = 2048  # records per RecordDataset.image_chunks chunk (bench/convert.py: ahead of 4096, level with 1024)
 
 
 class IRHeader(NamedTuple):
@@ -548,9 +548,9 @@ class RecordDataset:
         except KeyError as err:
             raise DataFormatError(f"{self.idx_path}: key {err.args[0]}: not in the index") from None
         mapped = mmap.mmap(self.rec._fd, 0, access=mmap.ACCESS_READ)
-        if bool(np.all(offsets[1:] > offsets[:-1])):
-            mapped.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for files not in the page cache
         try:
+            if bool(np.all(offsets[1:] > offsets[:-1])):
+                mapped.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for files not in the page cache
             view = memoryview(mapped)
             data = np.frombuffer(mapped, np.uint8)
             for lo in range(0, n, chunk_records):
