@@ -27,6 +27,7 @@ import faceflow  # noqa: F401  (before oneflow)
 import numpy as np
 import oneflow as flow
 
+from faceflow.runtime.device import wait_for_queued_work
 from faceflow.train.config import DEFAULTS, validate_config
 from faceflow.train.engine import Trainer
 
@@ -58,11 +59,11 @@ def compare(network: str, steps: int, rounds: int, warmup: int) -> list[tuple[fl
     for number in range(rounds):
         seconds = {}
         for graph in ((False, True) if number % 2 == 0 else (True, False)):
-            flow._oneflow_internal.eager.Sync()
+            wait_for_queued_work()
             start = time.perf_counter()
             for _ in range(steps):
                 trainers[graph].step(images, labels)
-            flow._oneflow_internal.eager.Sync()  # the block's queued backward and update, charged to it
+            wait_for_queued_work()  # the block's queued backward and update, charged to it
             seconds[graph] = time.perf_counter() - start
         blocks.append((seconds[False], seconds[True]))
         print(f"{network:4s} round {number}: eager {BATCH * steps / seconds[False]:7.2f}  graph "

@@ -18,6 +18,12 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def wait_for_queued_work() -> None:
+    """Block until every operation queued on OneFlow's runtime has run (ops return before they compute:
+    a step's loss is ready while its backward and update still run, random init kernels trail the seed)."""
+    flow._oneflow_internal.eager.Sync()
+
+
 def world_size() -> int:
     """Number of processes in this run (1 when not launched through the distributed launcher)."""
     return int(flow.env.get_world_size())

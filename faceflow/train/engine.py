@@ -23,7 +23,8 @@ from faceflow.checkpoint import (MANIFEST, latest_checkpoint, read_checkpoint_me
 from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError
 from faceflow.runtime.affinity import pin_local_rank
-from faceflow.runtime.device import all_ranks_placement, local_rank, local_world_size, resolve_device, world_size
+from faceflow.runtime.device import (all_ranks_placement, local_rank, local_world_size, resolve_device,
+                                     wait_for_queued_work, world_size)
 from faceflow.train.amp import DynamicLossScaler
 from faceflow.train.config import total_steps
 from faceflow.train.graph import TrainGraph
@@ -100,9 +101,9 @@ class Trainer:
 
         cfg = self.config
         # random kernels run asynchronously: drain them so the seed applies to this build only
-        flow._oneflow_internal.eager.Sync()
+        wait_for_queued_work()
         flow.manual_seed(cfg["seed"])
-        flow._oneflow_internal.eager.Sync()
+        wait_for_queued_work()
         np.random.seed(cfg["seed"])
         backbone = build_backbone(cfg["network"], embedding_size=cfg["embedding_size"],
                                   dropout=cfg["dropout"], **(cfg["network_kwargs"] or {}))
@@ -111,9 +112,9 @@ class Trainer:
                 for tensor in list(backbone.parameters()) + list(backbone.buffers()):
                     flow.comm.broadcast(tensor, 0)
         self.backbone = backbone.to_global(placement=self.placement, sbp=flow.sbp.broadcast)
-        flow._oneflow_internal.eager.Sync()  # backbone init kernels done before the head draws its seed
+        wait_for_queued_work()  # backbone init kernels done before the head draws its seed
         self.head = build_head(cfg, self.placement)
-        flow._oneflow_internal.eager.Sync()
+        wait_for_queued_work()
         self.params = [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, cfg)
         if hasattr(self.head, "bind_optimizer"):  # Partial FC swaps optimizer-state rows with its class sample
