@@ -27,9 +27,9 @@ def test_fast_encoder_matches_protobuf(length, label):
     assert val == struct.pack("q", len(expected)) + expected
 
 
-@pytest.mark.parametrize("buffer_size", [1 << 22, 3000])
+@pytest.mark.parametrize("chunk_records", [None, 3])
 @pytest.mark.parametrize("order", ["file", "shuffled"])
-def test_batched_reader_matches_read(tmp_path, buffer_size, order):
+def test_labelled_images_match_read_in_insightface_layout(tmp_path, chunk_records, order):
     multi_part = jpeg(1) + b"\0" * (-len(jpeg(1)) % 4) + struct.pack("<I", MAGIC) + b"\xff\xd9"
     records = [(i // 3, multi_part if i == 4 else jpeg(i, 16 + 8 * (i % 3))) for i in range(12)]
     write_insightface_dataset(tmp_path, records, 4, (16, 16))
@@ -37,8 +37,7 @@ def test_batched_reader_matches_read(tmp_path, buffer_size, order):
         keys = list(dataset.image_keys)
         if order == "shuffled":
             keys = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
-        fast = [(k, label, bytes(image)) for batch in dataset.image_batches(keys, buffer_size)
-                for k, label, image in batch]
+        fast = list(dataset.labelled_images(keys, chunk_records))
         slow = [(k, *(lambda h, im: (int(h.label), im))(*dataset.read(k))) for k in keys]
     assert fast == slow
     assert sorted(fast) == [(k, label, image) for k, (label, image) in enumerate(records, 1)]

@@ -27,7 +27,6 @@ MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _FRAME = struct.Struct("<II")
 _IR = struct.Struct("IfQQ")
-_F32 = struct.Struct("f")
 _LEN_MASK = (1 << 29) - 1
 REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
 CHUNK_RECORDS = 2048  # records per RecordDataset.image_chunks chunk (bench/convert.py: ahead of 4096, level with 1024)
@@ -465,71 +464,17 @@ class RecordDataset:
         except ValueError as err:
             raise DataFormatError(f"{self.rec_path}: key {key} at byte offset {self.index[key]}: {err}") from None
 
-    def labelled_images(self, keys: Sequence[int]) -> Iterator[tuple[int, int, bytes]]:
-        """(key, integer label, image bytes) for `keys`, same results as `read`, via the batched fast path."""
-        for batch in self.image_batches(keys):
-            for key, label, image in batch:
-                yield key, label, bytes(image)
-
-    def image_batches(self, keys: Sequence[int], buffer_size: int = 1 << 22
-                      ) -> Iterator[list[tuple[int, int, bytes | memoryview]]]:
-        """Batches of (key, integer label, image) for `keys`, read into one reused buffer.
-
-        The images of a batch are memoryviews into that buffer (no copy, no fresh pages to fault in):
-        they are valid only until the next batch is requested. Keys in file order are read a window
-        at a time; other orders one record per read. Continuation records, records larger than the
-        buffer and malformed records go through `read` (bytes, and its errors).
-        """
-        index, size, fd = self.index, self.rec.size, self.rec._fd
-        offsets = [index[key] for key in keys]
-        in_order = all(a < b for a, b in zip(offsets, offsets[1:]))
-        guess = RecordFile.RANDOM_WINDOW
-        buf = bytearray(buffer_size)
-        view = memoryview(buf)
-        frame, ir, first_float = _FRAME.unpack_from, _IR.unpack_from, _F32.unpack_from
-        batch: list[tuple[int, int, bytes | memoryview]] = []
-        base, filled, cursor = 0, 0, 0  # in order: buf[0:filled] holds the file from `base`
-        for key, offset in zip(keys, offsets):
-            if in_order:
-                rel = offset - base
-                if rel + 8 > filled or rel + 8 + (frame(buf, rel)[1] & _LEN_MASK) > filled:
-                    if batch:
-                        yield batch
-                        batch = []
-                    base, rel = offset, 0
-                    filled = os.preadv(fd, [view], offset)
-            else:
-                if cursor + guess > buffer_size and batch:
-                    yield batch
-                    batch, cursor = [], 0
-                rel = cursor
-                filled = rel + os.preadv(fd, [view[rel:rel + guess]], offset)
-                if rel + 8 <= filled:
-                    need = 8 + (frame(buf, rel)[1] & _LEN_MASK)
-                    if filled < rel + need <= buffer_size and offset + need <= size:
-                        filled += os.preadv(fd, [view[filled:rel + need]], offset + filled - rel)
-            ok = rel + 8 <= filled
-            if ok:
-                magic, lrec = frame(buf, rel)
-                end = rel + 8 + lrec
-                ok = magic == MAGIC and lrec >= _IR.size and end <= filled  # lrec >= 2^29: a continuation flag
-            if ok:
-                flag, label, _, _ = ir(buf, rel + 8)
-                start = rel + 8 + _IR.size
-                if flag:
-                    ok = start + 4 * flag <= end
-                    if ok:
-                        label = first_float(buf, start)[0]
-                        start += 4 * flag
-            if ok:
-                batch.append((key, int(label), view[start:end]))
-                if not in_order:
-                    cursor = end + (-end % 8)
-            else:
-                header, image = self.read(key)
-                batch.append((key, int(header.label[0]) if header.flag > 0 else int(header.label), image))
-        if batch:
-            yield batch
+    def labelled_images(self, keys: Sequence[int], chunk_records: int | None = None
+                        ) -> Iterator[tuple[int, int, bytes]]:
+        """(key, integer label, image bytes) for `keys` in order, equal to what `read` gives: chunks parsed
+        in bulk (`image_chunks`), `read` and its errors only for the records the bulk parser leaves out."""
+        for chunk in self.image_chunks(keys, chunk_records):
+            for i, key in enumerate(chunk.keys.tolist()):
+                if chunk.regular[i]:
+                    yield key, int(chunk.labels[i]), bytes(chunk.buffer[chunk.starts[i]:chunk.ends[i]])
+                else:
+                    header, image = self.read(key)
+                    yield key, int(header.label[0]) if header.flag > 0 else int(header.label), image
 
     def image_chunks(self, keys: Sequence[int], chunk_records: int | None = None) -> Iterator[ImageChunk]:
         """`keys` in order as ImageChunks of `chunk_records` records (default CHUNK_RECORDS) whose framing
