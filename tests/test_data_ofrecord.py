@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
 import pytest
 
 import faceflow  # noqa: F401
@@ -11,7 +10,6 @@ import faceflow  # noqa: F401
 from data_layer_samples import jpeg, make_dataset
 from faceflow.data.ofrecord import (FramedRecordEncoder, PartsWriter, part_files, read_records,
                                     serialize_train_record, serialize_val_record)
-from faceflow.data.recordio import MAGIC, RecordDataset, write_insightface_dataset
 from faceflow.errors import DataFormatError
 
 
@@ -25,22 +23,6 @@ def test_fast_encoder_matches_protobuf(length, label):
     val = b"".join(FramedRecordEncoder("encoded", "issame").encode(data, label % 2))
     expected = serialize_val_record(data, bool(label % 2))
     assert val == struct.pack("q", len(expected)) + expected
-
-
-@pytest.mark.parametrize("chunk_records", [None, 3])
-@pytest.mark.parametrize("order", ["file", "shuffled"])
-def test_labelled_images_match_read_in_insightface_layout(tmp_path, chunk_records, order):
-    multi_part = jpeg(1) + b"\0" * (-len(jpeg(1)) % 4) + struct.pack("<I", MAGIC) + b"\xff\xd9"
-    records = [(i // 3, multi_part if i == 4 else jpeg(i, 16 + 8 * (i % 3))) for i in range(12)]
-    write_insightface_dataset(tmp_path, records, 4, (16, 16))
-    with RecordDataset(tmp_path) as dataset:
-        keys = list(dataset.image_keys)
-        if order == "shuffled":
-            keys = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
-        fast = list(dataset.labelled_images(keys, chunk_records))
-        slow = [(k, *(lambda h, im: (int(h.label), im))(*dataset.read(k))) for k in keys]
-    assert fast == slow
-    assert sorted(fast) == [(k, label, image) for k, (label, image) in enumerate(records, 1)]
 
 
 def test_parts_writer_is_atomic_and_numbered(tmp_path):

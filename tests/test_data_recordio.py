@@ -117,3 +117,19 @@ def test_record_writer_publishes_only_on_success(tmp_path):
     record = mx.recordio.MXIndexedRecordIO(str(idx), str(rec), "r")
     header, image = mx.recordio.unpack(record.read_idx(7))
     assert header.label == 3.0 and image == jpeg(seed=2)
+
+
+@pytest.mark.parametrize("chunk_records", [None, 3])
+@pytest.mark.parametrize("order", ["file", "shuffled"])
+def test_labelled_images_match_read_in_insightface_layout(tmp_path, chunk_records, order):
+    multi_part = jpeg(1) + b"\0" * (-len(jpeg(1)) % 4) + struct.pack("<I", MAGIC) + b"\xff\xd9"
+    records = [(i // 3, multi_part if i == 4 else jpeg(i, 16 + 8 * (i % 3))) for i in range(12)]
+    write_insightface_dataset(tmp_path, records, 4, (16, 16))
+    with RecordDataset(tmp_path) as dataset:
+        keys = list(dataset.image_keys)
+        if order == "shuffled":
+            keys = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
+        fast = list(dataset.labelled_images(keys, chunk_records))
+        slow = [(k, int(header.label), image) for k in keys for header, image in [dataset.read(k)]]
+    assert fast == slow
+    assert sorted(fast) == [(k, label, image) for k, (label, image) in enumerate(records, 1)]
