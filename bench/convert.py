@@ -54,8 +54,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import faceflow  # noqa: F401  (loads the libraries oneflow needs, before any data module)
-
 from faceflow.data.convert import convert_rec
 from faceflow.data.recordio import IRHeader, RecordDataset, RecordWriter, pack_payload, write_insightface_dataset
 

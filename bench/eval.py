@@ -11,9 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
 import numpy as np
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.eval.embedding import embed, normalize_batch
 from faceflow.eval.verification import evaluate_embeddings

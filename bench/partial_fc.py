@@ -33,8 +33,7 @@ def _vm_kib(field: str) -> int:
 
 def run_case(case: str, classes: int, steps: int, batch: int, emb: int) -> dict:
     """Build the head + SGD, run 1 warm-up and `steps` timed steps; return seconds/step and memory (MiB)."""
-    import faceflow  # noqa: F401
-    import oneflow as flow
+    from faceflow.runtime.flow import flow
 
     from faceflow.heads import build_head
     from faceflow.runtime.device import all_ranks_placement, wait_for_queued_work

@@ -83,7 +83,6 @@ def oneflow_step(of_dir: Path, threads: int, batch: int) -> tuple[Callable[[str]
     OneFlow 0.9 decodes on its compute thread pool, sized at start-up to the machine's core count
     (std::thread::hardware_concurrency, which ignores CPU affinity).
     """
-    import faceflow  # noqa: F401  (loads the libraries oneflow needs)
     from faceflow.data.pipeline import TrainPipeline
 
     pipeline = TrainPipeline(of_dir, batch, shuffle=True, num_threads=threads)

@@ -23,9 +23,8 @@ import argparse
 import tempfile
 import time
 
-import faceflow  # noqa: F401  (before oneflow)
 import numpy as np
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.runtime.device import wait_for_queued_work
 from faceflow.train.config import DEFAULTS, validate_config

@@ -139,7 +139,7 @@ def load_backbone(path: str | os.PathLike, device: str = "cpu"):
 
     Returns (module, config, step).
     """
-    import oneflow as flow
+    from faceflow.runtime.flow import flow
 
     from faceflow.models import build_backbone
 

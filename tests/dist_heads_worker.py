@@ -11,10 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import faceflow  # noqa: F401
 import numpy as np
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.heads import PartialFC, build_head
 from faceflow.runtime.device import all_ranks_placement

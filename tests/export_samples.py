@@ -9,8 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.checkpoint import write_checkpoint
 from faceflow.export.mxnet_runtime import mx

@@ -9,7 +9,6 @@ import threading
 import numpy as np
 import pytest
 
-import faceflow  # noqa: F401
 
 from data_layer_samples import jpeg
 from faceflow.data import ofrecord, recordio
@@ -79,7 +78,7 @@ def test_protobuf_check_runs_once_per_feature_names(monkeypatch):
 def test_protobuf_check_catches_wrong_framing(monkeypatch):
     monkeypatch.setattr(ofrecord, "_VERIFIED_NAMES", set())
     monkeypatch.setattr(FramedRecordEncoder, "_head", lambda self, length, tail_length: b"\0" * 8)
-    with pytest.raises(RuntimeError, match="disagrees with record_pb2"):
+    with pytest.raises(RuntimeError, match="disagrees with protobuf"):
         FramedRecordEncoder("encoded", "label")
 
 

@@ -6,7 +6,6 @@ import pickle
 import numpy as np
 import pytest
 
-import faceflow  # noqa: F401
 
 from data_layer_samples import jpeg
 from faceflow.cli.convert import main as convert_main

@@ -1,7 +1,6 @@
 """`faceflow convert rec`: OFRecord output, shuffling/splitting, and every bad-input error."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
 
 import pytest
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import faceflow  # noqa: F401
 
 from data_layer_samples import jpeg, make_dataset
 from faceflow.data import recordio

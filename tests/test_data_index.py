@@ -1,7 +1,6 @@
 """`faceflow index`: rebuild train.idx from a scan of train.rec when it is missing or stale."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
 import mxnet as mx
 
 from data_layer_samples import jpeg, make_dataset

@@ -1,16 +1,33 @@
-"""OFRecord framing: the conversion fast path is byte-identical to OneFlow's record_pb2 serialization."""
+"""OFRecord framing: faceflow's OFRecord messages and the conversion fast path are byte-identical to OneFlow's record_pb2."""
 from __future__ import annotations
 
 import struct
 
 import pytest
 
-import faceflow  # noqa: F401
-
 from data_layer_samples import jpeg, make_dataset
 from faceflow.data.ofrecord import (FramedRecordEncoder, PartsWriter, part_files, read_records,
                                     serialize_train_record, serialize_val_record)
 from faceflow.errors import DataFormatError
+
+
+def test_ofrecord_messages_match_oneflow_record_pb2():
+    from faceflow.data.ofrecord_proto import OFRecord
+    from faceflow.runtime.flow import flow  # noqa: F401  (OneFlow's own protobuf module needs its libraries)
+    from oneflow.core.record import record_pb2
+
+    ours, theirs = OFRecord(), record_pb2.OFRecord()
+    for record in (ours, theirs):
+        record.feature["encoded"].bytes_list.value.extend([b"\xff\xd8" * 90, b""])
+        record.feature["label"].int32_list.value.extend([0, 300, (1 << 31) - 1])
+        record.feature["f"].float_list.value.append(1.5)
+        record.feature["d"].double_list.value.append(-2.25)
+        record.feature["i"].int64_list.value.append(1 << 40)
+    wire = theirs.SerializeToString(deterministic=True)
+    assert ours.SerializeToString(deterministic=True) == wire
+    parsed = OFRecord.FromString(wire)
+    assert list(parsed.feature["label"].int32_list.value) == [0, 300, (1 << 31) - 1]
+    assert parsed.feature["i"].WhichOneof("kind") == "int64_list"
 
 
 @pytest.mark.parametrize("length", [0, 1, 120, 127, 128, 16370, 16383, 16384, 1 << 21])

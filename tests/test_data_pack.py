@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 
-import faceflow  # noqa: F401
 
 import numpy as np
 from PIL import Image

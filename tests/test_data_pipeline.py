@@ -1,8 +1,7 @@
 """OneFlow input pipelines read back exactly what the converter wrote (labels, PIL-equal pixels)."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 import numpy as np
 import pytest

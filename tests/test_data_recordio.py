@@ -6,7 +6,6 @@ import struct
 import numpy as np
 import pytest
 
-import faceflow  # noqa: F401
 import mxnet as mx
 
 from data_layer_samples import jpeg, make_dataset

@@ -4,12 +4,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import faceflow  # noqa: F401
 
 import numpy as np
-import oneflow as flow
+from faceflow.runtime.flow import flow, nn
 import pytest
-from oneflow import nn
 from PIL import Image
 
 from faceflow.data.convert import convert_bin

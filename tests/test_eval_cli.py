@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faceflow  # noqa: F401
-
-import oneflow as flow
+from faceflow.runtime.flow import flow
 import pytest
 
 from faceflow.checkpoint import write_checkpoint

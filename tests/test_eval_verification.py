@@ -1,7 +1,6 @@
 """The vectorised verification protocol against the plain-loop reference and known cases."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
 
 import numpy as np
 import pytest

@@ -1,9 +1,8 @@
 """Heads in one process: margin logits and losses vs numpy closed forms, config errors, Partial FC updates, graph mode."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
 import numpy as np
-import oneflow as flow
+from faceflow.runtime.flow import flow
 import pytest
 
 from faceflow.errors import ConfigError

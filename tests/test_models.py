@@ -1,11 +1,9 @@
 """Backbones: registry, pinned parameter counts (closed form + published figures), output shapes, MXNet-style names."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
 import numpy as np
-import oneflow as flow
+from faceflow.runtime.flow import flow, nn
 import pytest
-from oneflow import nn
 
 from faceflow.errors import ConfigError
 from faceflow.models import build_backbone, list_models

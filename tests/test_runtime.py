@@ -1,4 +1,4 @@
-"""Process setup: `import faceflow` makes oneflow importable and quiet; the CLI dispatches."""
+"""Process setup: OneFlow loads (with its CUDA libraries, quietly) only through faceflow.runtime.flow; the CLI dispatches."""
 from __future__ import annotations
 
 import subprocess
@@ -14,11 +14,12 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
-def test_import_faceflow_loads_cuda_libraries_and_oneflow_works() -> None:
+def test_runtime_flow_loads_cuda_libraries_and_oneflow_works() -> None:
     proc = _run(
-        "import faceflow\n"
+        "import faceflow, sys\n"
+        "assert 'oneflow' not in sys.modules\n"
         "from faceflow.runtime.cuda_libs import load_cuda_libraries\n"
-        "import oneflow as flow\n"
+        "from faceflow.runtime.flow import flow\n"
         "libs = load_cuda_libraries()\n"
         "assert any('libcudnn.so' in p for p in libs), libs\n"
         "assert any('libcublas.so' in p for p in libs), libs\n"
@@ -30,7 +31,7 @@ def test_import_faceflow_loads_cuda_libraries_and_oneflow_works() -> None:
 
 def test_oneflow_startup_noise_is_hidden() -> None:
     proc = _run(
-        "import faceflow, oneflow as flow\n"
+        "from faceflow.runtime.flow import flow\n"
         "class G(flow.nn.Graph):\n"
         "    def __init__(self, m):\n        super().__init__()\n        self.m = m\n"
         "    def build(self, x):\n        return self.m(x)\n"
@@ -45,7 +46,6 @@ def test_oneflow_startup_noise_is_hidden() -> None:
 
 def test_cpu_device_resolution() -> None:
     proc = _run(
-        "import faceflow\n"
         "from faceflow.runtime.device import resolve_device\n"
         "print(resolve_device('cpu'), resolve_device('auto'))\n"
         "try:\n    resolve_device('tpu')\nexcept ValueError as e:\n    print('ERR', e)\n"

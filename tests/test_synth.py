@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import faceflow  # noqa: F401
 import mxnet as mx
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import faceflow  # noqa: F401  (before oneflow, which train_support imports)
 
 import pytest
 from train_support import FACEFLOW, REPO, make_ofrecord, run_faceflow, write_config

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.errors import ConfigError
 from faceflow.train.config import (DEFAULTS, apply_overrides, load_config, parse_override, resolve_dataset,

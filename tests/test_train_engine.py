@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 
-import faceflow  # noqa: F401  (before oneflow, which train_support imports)
 
 import numpy as np
 import pytest

@@ -10,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import faceflow  # noqa: F401  (before oneflow, which train_support imports)
 
 import pytest
 import yaml

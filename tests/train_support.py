@@ -13,8 +13,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.data.ofrecord import PartsWriter, serialize_train_record
 

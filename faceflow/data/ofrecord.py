@@ -16,8 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-import faceflow  # noqa: F401  (loads the libraries oneflow needs before its protobuf modules)
-from oneflow.core.record import record_pb2
+from faceflow.data import ofrecord_proto
 
 from faceflow.data.atomic import atomic_dir
 from faceflow.errors import DataFormatError, FaceflowError
@@ -34,7 +33,7 @@ def part_name(index: int) -> str:
 
 def serialize_train_record(image: bytes, label: int) -> bytes:
     """Serialized OFRecord with `encoded` = image bytes and `label` = int32 label."""
-    record = record_pb2.OFRecord()
+    record = ofrecord_proto.OFRecord()
     record.feature["encoded"].bytes_list.value.append(image)
     record.feature["label"].int32_list.value.append(label)
     return record.SerializeToString(deterministic=True)
@@ -42,7 +41,7 @@ def serialize_train_record(image: bytes, label: int) -> bytes:
 
 def serialize_val_record(image: bytes, issame: bool) -> bytes:
     """Serialized OFRecord with `encoded` = image bytes and `issame` = int32 pair flag."""
-    record = record_pb2.OFRecord()
+    record = ofrecord_proto.OFRecord()
     record.feature["encoded"].bytes_list.value.append(image)
     record.feature["issame"].int32_list.value.append(int(issame))
     return record.SerializeToString(deterministic=True)
@@ -91,14 +90,14 @@ def _varint_slots(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, 
     return slots, _VARINT_USED[lengths]
 
 
-_VERIFIED_NAMES: set[tuple[str, str]] = set()  # feature-name pairs whose framing matched record_pb2
+_VERIFIED_NAMES: set[tuple[str, str]] = set()  # feature-name pairs whose framing matched protobuf's
 
 
 class FramedRecordEncoder:
     """Fast path for conversion: a length-prefixed OFRecord of one bytes and one int32 feature, as pieces.
 
-    Produces exactly `int64 length` + the `record_pb2` deterministic serialization (checked against
-    the protobuf library the first time a pair of feature names is used) without building a message:
+    Produces exactly `int64 length` + protobuf's deterministic serialization of the `OFRecord` message
+    (checked against protobuf the first time a pair of feature names is used) without building a message:
     the image bytes are passed through untouched (they may be a memoryview into the source file)
     between a head and a tail that are computed once per (length, value). `glue` computes the
     framing of many records at once with numpy (the conversion path); `encode` does one record.
@@ -123,17 +122,17 @@ class FramedRecordEncoder:
             _VERIFIED_NAMES.add(self._names)
 
     def _verify(self) -> None:
-        """Raise unless encode and glue both give record_pb2's framing of a sample record."""
+        """Raise unless encode and glue both give protobuf's framing of a sample record."""
         bytes_name, int_name = self._names
         sample = b"\xff\xd8" * 70
-        expected = record_pb2.OFRecord()
+        expected = ofrecord_proto.OFRecord()
         expected.feature[bytes_name].bytes_list.value.append(sample)
         expected.feature[int_name].int32_list.value.append(300)
         serialized = expected.SerializeToString(deterministic=True)
         glue, cuts = self.glue(np.array([len(sample)]), np.array([300]))
         bulk = glue[:cuts[1]] + sample + glue[cuts[1]:]
         if not b"".join(self.encode(sample, 300)) == bulk == _LENGTH.pack(len(serialized)) + serialized:
-            raise RuntimeError("FramedRecordEncoder disagrees with record_pb2 serialization")
+            raise RuntimeError("FramedRecordEncoder disagrees with protobuf's OFRecord serialization")
 
     def _tail(self, value: int) -> bytes:
         if not 0 <= value < 1 << 31:
@@ -379,7 +378,7 @@ def part_files(data_dir: str | Path) -> list[Path]:
     return parts
 
 
-def _feature_value(feature: record_pb2.Feature) -> object:
+def _feature_value(feature: ofrecord_proto.Feature) -> object:
     kind = feature.WhichOneof("kind")
     if kind is None:
         return None
@@ -398,7 +397,7 @@ def read_part(path: str | Path) -> Iterator[dict[str, object]]:
         (length,) = _LENGTH.unpack_from(data, pos)
         if length < 0 or pos + 8 + length > len(data):
             raise DataFormatError(f"{path}: byte offset {pos}: record of {length} bytes runs past the end")
-        record = record_pb2.OFRecord()
+        record = ofrecord_proto.OFRecord()
         try:
             record.ParseFromString(data[pos + 8:pos + 8 + length])
         except Exception:  # protobuf's DecodeError

@@ -14,8 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-import faceflow  # noqa: F401  (loads the libraries oneflow needs)
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.data.convert import META_NAME
 from faceflow.data.ofrecord import PART_PREFIX, PART_SUFFIX_LENGTH, count_records, part_files, read_records

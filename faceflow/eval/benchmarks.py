@@ -13,8 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.errors import DataFormatError
 from faceflow.eval.embedding import decode_images, embed

@@ -12,8 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.errors import DataFormatError
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
 from faceflow.export.mxnet_runtime import mx
-from oneflow import nn
+from faceflow.runtime.flow import nn
 
 from faceflow.errors import FaceflowError
 from faceflow.export.batchnorm_fold import fold_gamma

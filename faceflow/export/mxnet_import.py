@@ -17,9 +17,7 @@ from typing import Any
 
 import numpy as np
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.checkpoint import write_checkpoint_dir
 from faceflow.errors import FaceflowError

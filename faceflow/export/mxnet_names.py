@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oneflow import nn
+from faceflow.runtime.flow import nn
 
 _BN_SUFFIX = {"weight": ("arg", "gamma"), "bias": ("arg", "beta"),
               "running_mean": ("aux", "moving_mean"), "running_var": ("aux", "moving_var")}

@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError

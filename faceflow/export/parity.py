@@ -91,7 +91,7 @@ def normalised_nchw(images: np.ndarray) -> np.ndarray:
 
 def oneflow_embeddings(model, batch: np.ndarray) -> np.ndarray:
     """Embeddings of a normalised NCHW batch from a OneFlow backbone in eval mode."""
-    import oneflow as flow
+    from faceflow.runtime.flow import flow
 
     model.eval()
     with flow.no_grad():

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.errors import ConfigError
 from faceflow.heads.fc import FullyConnectedHead, margin_softmax_loss

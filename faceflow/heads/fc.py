@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
 import numpy as np
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.heads.margins import Margins, margin_logits, margin_target
 

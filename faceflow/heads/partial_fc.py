@@ -26,10 +26,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
 import numpy as np
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.errors import FaceflowError
 from faceflow.heads.fc import (class_weight, fit_class_rows, gather_batch, margin_softmax_loss, padded_rows,

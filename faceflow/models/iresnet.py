@@ -13,9 +13,7 @@ already normalized input, so an exporter prepends that step.
 """
 from __future__ import annotations
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.models.registry import register_model
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
-from oneflow import nn
+from faceflow.runtime.flow import flow, nn
 
 from faceflow.errors import ConfigError
 from faceflow.models.registry import register_model

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-from oneflow import nn
+from faceflow.runtime.flow import nn
 
 from faceflow.errors import ConfigError
 

@@ -1,8 +1,7 @@
 """The one place where faceflow decides CPU vs CUDA, placements and process topology."""
 from __future__ import annotations
 
-
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 DEVICES = ("cpu", "cuda")
 

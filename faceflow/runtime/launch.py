@@ -1,13 +1,12 @@
 """`python -m faceflow.runtime.launch ...`: oneflow.distributed.launch with the CUDA libraries loaded first.
 
 Same arguments as `python -m oneflow.distributed.launch`; children that run faceflow modules
-(`--module faceflow....`) import faceflow first as well.
+(`--module faceflow....`) load them through `faceflow.runtime.flow` as well.
 """
 from __future__ import annotations
 
 import os
 
-import faceflow  # noqa: F401  (loads the CUDA libraries, quiet oneflow import)
 from faceflow.runtime.lifetime import child_env, exit_with_parent
 
 
@@ -16,6 +15,7 @@ def main() -> None:
 
     The launcher copies os.environ into its workers, so naming this process there ties them to it.
     """
+    from faceflow.runtime.flow import flow  # noqa: F401  (the CUDA libraries before OneFlow's launcher)
     from oneflow.distributed import launch
 
     exit_with_parent()

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import math
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 
 def _scalar(tensor: flow.Tensor) -> float:

@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import yaml
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.checkpoint import (MANIFEST, latest_checkpoint, read_checkpoint_meta, remove_partial_checkpoints,
                                  step_dir_name, write_checkpoint, write_manifest)

@@ -1,8 +1,7 @@
 """The nn.Graph form of one training step (forward, loss, backward, optimizer update, LR schedule, AMP)."""
 from __future__ import annotations
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 
 class TrainGraph(flow.nn.Graph):

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import faceflow  # noqa: F401  (CUDA libraries + quiet oneflow import first)
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 
 def build_optimizer(params: list[flow.nn.Parameter], config: dict[str, Any]) -> flow.optim.Optimizer:

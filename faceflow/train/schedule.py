@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import faceflow  # noqa: F401
-import oneflow as flow
+from faceflow.runtime.flow import flow
 
 from faceflow.errors import ConfigError
 

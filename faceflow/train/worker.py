@@ -9,8 +9,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import faceflow  # noqa: F401
-
 from faceflow.errors import FaceflowError
 from faceflow.runtime.lifetime import exit_with_parent
 

@@ -12,22 +12,16 @@ from faceflow.workflow.plan import WorkflowPlan, build_plan
 SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
 
 
-def prepare_job_environment(lazy_before: str | None) -> None:
-    """Jobs find this interpreter's `faceflow` first, and import OneFlow as usual again."""
+def prepare_job_environment() -> None:
+    """Jobs find this interpreter's `faceflow` first."""
     bindir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
     if bindir not in path.split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([bindir, path]) if path else bindir
-    if lazy_before is None:
-        os.environ.pop("FACEFLOW_LAZY_ONEFLOW", None)
-    else:
-        os.environ["FACEFLOW_LAZY_ONEFLOW"] = lazy_before
 
 
-def load_plan(
-    basedir: str | Path, config: dict[str, Any], source: str = "config", lazy_before: str | None = None
-) -> WorkflowPlan:
+def load_plan(basedir: str | Path, config: dict[str, Any], source: str = "config") -> WorkflowPlan:
     """Validate the workflow config against the schema (ConfigError naming the key) and plan it."""
-    prepare_job_environment(lazy_before)
+    prepare_job_environment()
     filled = validate_config(config, Path(basedir) / SCHEMA, source=source)
     return build_plan(filled)

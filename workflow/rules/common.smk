@@ -2,16 +2,12 @@
 # Every decision lives in faceflow.workflow; the functions here only turn the plan into paths.
 import os
 
-_LAZY_BEFORE = os.environ.get("FACEFLOW_LAZY_ONEFLOW")
-os.environ.setdefault("FACEFLOW_LAZY_ONEFLOW", "1")  # planning needs no OneFlow
-
 from faceflow.workflow.session import load_plan
 
 PLAN = load_plan(
     workflow.basedir,
     config,
     source=" + ".join(workflow.configfiles) or "config",
-    lazy_before=_LAZY_BEFORE,
 )
 
 

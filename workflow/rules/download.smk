@@ -42,7 +42,7 @@ for _ds in datasets_from("url"):
         conda:
             "../envs/faceflow.yaml"
         shell:
-            "FACEFLOW_LAZY_ONEFLOW=1 faceflow download {params.url:q} {params.out} {params.sha256} > {log} 2>&1"
+            "faceflow download {params.url:q} {params.out} {params.sha256} > {log} 2>&1"
 
 
 for _ds in datasets_from("path"):

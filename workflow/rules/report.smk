@@ -19,4 +19,4 @@ rule make_report:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "FACEFLOW_LAZY_ONEFLOW=1 faceflow report {params.results} --out {params.out} --runs {params.runs} > {log} 2>&1"
+        "faceflow report {params.results} --out {params.out} --runs {params.runs} > {log} 2>&1"
