@@ -3,7 +3,8 @@
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
 Before that, OUT's checkpoints are checked against the config (faceflow.train.resume): same training
-settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside.
+settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside, and a
+CUDA run outside a scheduler leases its GPUs (faceflow.runtime.gpus) for as long as it runs.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from faceflow.errors import FaceflowError
+from faceflow.runtime.gpus import claim_gpus
 from faceflow.runtime.lifetime import child_env
 from faceflow.train import worker
 from faceflow.train.metrics import TrainLog
@@ -67,8 +69,19 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     config, world = _check_world(args)
     out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
+    log = TrainLog(out_dir, True).message
     if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
-        prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)
+        prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
+    lease = claim_gpus(config["device"], args.nproc_per_node, log=log)
+    try:
+        return _train(args, out_dir, world)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train(args: argparse.Namespace, out_dir: Path, world: int) -> int:
+    """Train in this process, or start the launcher and wait for its workers."""
     if world == 1:
         return worker.run(args)
     command = [sys.executable, "-m", "faceflow.runtime.launch",

@@ -2,8 +2,8 @@
 
 Config keys: loss (softmax | nsoftmax | sphereface | arcface | cosface | combined), margins (null or
 {m1, m2, m3, s} overrides), fc_mode (data_parallel | model_parallel | partial_fc), sample_rate,
-num_classes, embedding_size; optional batch_size (per process, sizes Partial FC's sample) and graph
-(Partial FC is eager-only). Inputs are global tensors on `placement`, batch split(0).
+num_classes, embedding_size; optional batch_size (per process, sizes Partial FC's sample), seed (Partial
+FC's class sampling) and graph (Partial FC is eager-only). Inputs are global tensors on `placement`, batch split(0).
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def build_head(config: Mapping[str, Any], placement: flow.placement) -> nn.Modul
     batch = config.get("batch_size")
     global_batch = _positive_int(config, "batch_size") * len(placement.ranks) if batch is not None else None
     return PartialFC(num_classes, embedding_size, margins, placement, float(rate), global_batch,
-                     fused_sampler=bool(config.get("partial_fc_fused_sampler", False)))
+                     fused_sampler=bool(config.get("partial_fc_fused_sampler", False)),
+                     seed=int(config.get("seed", 0)))
 
 
 __all__ = ["FC_MODES", "FullyConnectedHead", "LOSS_MARGINS", "Margins", "PartialFC", "build_head",
