@@ -87,6 +87,8 @@ def main(out_path: str) -> None:
             shutil.rmtree(out_dir / "checkpoints" / f"step_{STEPS:06d}")
         flow.comm.barrier()
         results[case_name(case) + "/resumed"] = _every_rank(train(config, out_dir))
+        if flow.env.get_rank() == 0:
+            results[case_name(case) + "/resumed_log"] = np.array((out_dir / "train.log").read_text())
     if flow.env.get_rank() == 0:
         np.savez(out_path, **results)
 

@@ -82,3 +82,4 @@ def test_resume_restores_the_loss_scale_from_the_checkpoint(two_ranks: dict) -> 
     np.testing.assert_array_equal(resumed[:, 0, [SCALE, GOOD]], run[:, step, [SCALE, GOOD]])
     assert resumed[0, 0, SCALE] == INIT / 2 and resumed[0, 0, GOOD] == 1
     np.testing.assert_array_equal(resumed[0, -1, [SCALE, GOOD]], run[0, -1, [SCALE, GOOD]])
+    assert f"(step {step} of {worker.STEPS}, loss scale 32768)" in str(two_ranks[name + "/resumed_log"])

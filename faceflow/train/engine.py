@@ -127,9 +127,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
         self.graph = TrainGraph(self.backbone, self.head, self.optimizer, self.scheduler, self.amp) \
             if cfg["graph"] else None
-        self.scaler = DynamicLossScaler(forced=forced_overflow()) \
-            if self.loss_scaling and self.graph is None else None
-        if self.scaler is None and forced_overflow() is not None:
+        forced = forced_overflow()
+        self.scaler = DynamicLossScaler(forced=forced) if self.loss_scaling and self.graph is None else None
+        if self.scaler is None and forced is not None:
             self.log.message(f"note: {FORCE_OVERFLOW_ENV} only acts on eager runs with loss scaling (fp16 on CUDA)")
 
     # ----- one step ------------------------------------------------------------------------
@@ -272,7 +272,8 @@ class Trainer:
         if latest:
             start = self.load(latest[1])
             self.updates = start
-            self.log.message(f"resuming from {latest[1]} (step {start} of {self.total})")
+            scale = f", loss scale {self.scaler.scale:g}" if self.scaler is not None else ""
+            self.log.message(f"resuming from {latest[1]} (step {start} of {self.total}{scale})")
         self.log.truncate_after(start)
         if start == 0:
             self.log.message(f"training {self.config['network']} / {self.config['loss']} / {self.config['fc_mode']} "
