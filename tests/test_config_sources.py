@@ -261,3 +261,15 @@ def test_a_new_backbone_and_loss_touch_only_their_own_files(tmp_path: Path) -> N
     built = subprocess.run([sys.executable, "-c", _BUILD_CHECKS], capture_output=True, text=True, cwd=tmp_path,
                            env=env, timeout=300)
     assert built.returncode == 0 and "build ok" in built.stdout, built.stderr
+
+
+def test_faceflow_keys_prints_the_table(capsys) -> None:
+    from faceflow.cli.main import main
+
+    assert main(["keys"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [key.name for key in KEYS]
+    steps = next(row for row in rows if row.startswith("| `max_steps`"))
+    assert "| `steps` |" in steps and "> 0" in steps
+    network = next(row for row in rows if row.startswith("| `network`"))
+    assert all(name in network for name in list_models())
