@@ -98,12 +98,18 @@ class Key:
     resume_free: bool = False  # a resumed run may change it (logging, validation, where the same steps run)
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        parse_bounds(self.bounds)
+
     def allowed(self) -> tuple[str, ...]:
         """The allowed values of a key with choices (read from a registry when the choices are one)."""
         return tuple(self.choices() if callable(self.choices) else self.choices)
 
     @property
     def interval(self) -> Bounds:
+        """The parsed `bounds`."""
         return parse_bounds(self.bounds)
 
 
