@@ -148,4 +148,4 @@ def test_config_error_names_the_key(tmp_path, data_dir):
     config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir))
     result = run_faceflow(["train", str(config), "--set", "batch_size=-1"])
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "faceflow train: error: batch_size: must be > 0, got -1"
+    assert result.stderr.strip().splitlines()[-1] == "faceflow train: error: batch_size: expected an integer >= 2, got -1"
