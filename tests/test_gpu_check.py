@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO
 from faceflow.train.config import load_config
+from faceflow.train.rules import check_run
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 CONFIGS = sorted((REPO / "scripts" / "gpu_check").glob("*.yaml"))
@@ -61,6 +62,7 @@ def test_each_config_the_script_trains_is_valid(tmp_path, config):
     for steps in re.findall(rf"{re.escape(config.name)} --set max_steps=(\d+)", text):
         overrides.append(f"max_steps={steps}")
     loaded = load_config(str(config), overrides)
+    check_run(loaded, loaded["nproc_per_node"], "cuda")  # what faceflow train refuses before starting workers
     assert loaded["device"] == "cuda" and loaded["fp16"] and loaded["nproc_per_node"] == 2
     assert loaded["checkpoint_every"] <= loaded["max_steps"]
 

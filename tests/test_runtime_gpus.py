@@ -105,6 +105,7 @@ def test_claim_sets_the_workers_devices_unless_a_scheduler_or_the_user_chose_the
         assert claim_gpus("cuda", 2, env, FAKE) is None and env == {"FACEFLOW_GPU_LOCK_DIR": str(tmp_path), **assigned}
     env = {"FACEFLOW_GPU_LOCK_DIR": str(tmp_path)}
     assert claim_gpus("cpu", 2, env, FAKE) is None and claim_gpus("cuda", 1, env, []) is None and len(env) == 1
+    assert claim_gpus("cuda", 5, env, FAKE) is None and len(env) == 1  # too few GPUs: check_gpus refuses the run
     with pytest.raises(FaceflowError, match=r"^FACEFLOW_GPU_WAIT='soon': expected a number of seconds >= 0$"):
         claim_gpus("cuda", 1, {"FACEFLOW_GPU_LOCK_DIR": str(tmp_path), "FACEFLOW_GPU_WAIT": "soon"}, FAKE)
 

@@ -243,11 +243,12 @@ def claim_gpus(device: str, count: int, env: MutableMapping[str, str] = os.envir
                gpus: Optional[list[Gpu]] = None, log: Callable[[str], None] = print) -> Optional[GpuLease]:
     """For a run of `count` processes on this node on `device` (cpu | cuda | auto): lease its GPUs and set
     CUDA_VISIBLE_DEVICES in `env` (for this process and the ones it starts). None when there is nothing
-    to do: a CPU run, GPUs chosen by the scheduler or the user, or no GPU on this machine."""
+    to do: a CPU run, GPUs chosen by the scheduler or the user, or fewer GPUs on this machine than `count`
+    (`faceflow.train.rules.check_gpus` refuses that run)."""
     if device == "cpu" or scheduler_assigned(env):
         return None
     gpus = discover_gpus() if gpus is None else gpus
-    if not gpus:  # device cuda without GPUs: resolve_device names the problem once OneFlow runs
+    if not 0 < count <= len(gpus):  # no GPU, or too few: the run's own checks refuse it once OneFlow runs
         return None
     if env is os.environ and "oneflow" in sys.modules:  # CUDA read CUDA_VISIBLE_DEVICES when OneFlow loaded
         log("note: GPUs not leased: OneFlow is already loaded in this process, which sees every GPU")
