@@ -70,7 +70,8 @@ def test_synth_convert_and_report_run_without_oneflow(tmp_path: Path) -> None:
         "step = Path('results/runs/r/validation/step_000010'); step.mkdir(parents=True)\n"
         "(step / 'lfw.json').write_text(json.dumps({'benchmark': 'lfw', 'step': 10, 'accuracy': 0.9,\n"
         "    'accuracy_std': 0.01, 'threshold': 1.0, 'xnorm': 20.0, 'checkpoint': 'x'}))\n"
-        "assert main(['report', 'results', '--out', 'results/report']) == 0\n"
+        "assert main(['report', 'results', '--out', 'results/report', '--tensorboard']) == 0\n"
+        "assert list(Path('results/runs/r/tensorboard/checkpoints').glob('events.out.tfevents.*'))\n"
         "assert sorted(p.name for p in Path('of').glob('part-*')) == ['part-00000', 'part-00001']\n"
         "assert Path('results/report/report.html').is_file()\n", tmp_path)
     assert proc.returncode == 0, proc.stderr

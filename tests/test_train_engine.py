@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from train_support import step_batches, tiny_config
+from train_support import step_batches, tiny_config, write_random_bin
 
 from faceflow.checkpoint import list_checkpoints, load_backbone, read_checkpoint_meta
 from faceflow.train.engine import Trainer
@@ -61,21 +61,8 @@ def test_checkpoint_layout_and_finished_run_not_retrained(tmp_path, capsys):
 
 
 def test_validation_while_training_logs_xnorm_and_accuracy(tmp_path, capsys):
-    import io
-
-    from PIL import Image
-
-    from faceflow.data.verification_bin import write_bin
-
-    rng = np.random.RandomState(0)
-    images = []
-    for _ in range(40):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.randint(0, 256, (112, 112, 3)).astype(np.uint8)).save(buffer, format="JPEG")
-        images.append(buffer.getvalue())
-    write_bin(tmp_path / "lfw.bin", images, [i % 2 == 0 for i in range(20)])
-    _train(tmp_path, "val", max_steps=2, validate_every=2, val_benchmarks={"lfw": str(tmp_path / "lfw.bin")},
-           val_batch_size=20)
+    bench = write_random_bin(tmp_path / "lfw.bin")
+    _train(tmp_path, "val", max_steps=2, validate_every=2, val_benchmarks={"lfw": str(bench)}, val_batch_size=20)
     out = capsys.readouterr().out
     assert re.search(r"^\[lfw\]\[2\]XNorm: \d+\.\d\d$", out, re.M), out
     assert re.search(r"^\[lfw\]\[2\]Accuracy-Flip: \d\.\d{5}\+-\d\.\d{5}$", out, re.M), out

@@ -70,6 +70,20 @@ def make_ofrecord(out_dir: Path, classes: int = 6, per_class: int = 4, parts: in
     return out_dir
 
 
+def write_random_bin(path: Path, pairs: int = 20) -> Path:
+    """A verification .bin of random 112x112 JPEGs, alternating same / different pairs."""
+    from faceflow.data.verification_bin import write_bin
+
+    rng = np.random.RandomState(0)
+    images = []
+    for _ in range(2 * pairs):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.randint(0, 256, (112, 112, 3)).astype(np.uint8)).save(buffer, format="JPEG")
+        images.append(buffer.getvalue())
+    write_bin(path, images, [i % 2 == 0 for i in range(pairs)])
+    return path
+
+
 def step_batches(config: dict[str, Any], placement: flow.placement, start: int):
     """Random global batches that depend only on (seed, step), so a resumed run sees the same data."""
     step = start

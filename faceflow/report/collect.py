@@ -1,12 +1,14 @@
-"""Read run outputs (validation JSON files, metrics.jsonl) into pandas tables."""
+"""Read run outputs (validation JSON files, metrics.jsonl) into pandas tables; the readers of the run's
+JSON and YAML files, whose errors name the file."""
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
+import yaml
 
 from faceflow.errors import DataFormatError, FaceflowError
 
@@ -14,7 +16,8 @@ ACCURACY_COLUMNS = ["run", "step", "benchmark", "accuracy", "std", "threshold", 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def _runs(results_dir: Path, runs: Iterable[str] | None) -> list[str]:
+def run_names(results_dir: Path, runs: Iterable[str] | None) -> list[str]:
+    """The runs to report: every directory under RESULTS/runs, or the names given (each must exist)."""
     runs_dir = results_dir / "runs"
     if runs is not None:
         names = list(runs)
@@ -23,6 +26,32 @@ def _runs(results_dir: Path, runs: Iterable[str] | None) -> list[str]:
                 raise FaceflowError(f"{runs_dir / name}: no such run directory (--runs)")
         return names
     return sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path` ({} when the file does not exist); DataFormatError naming the file otherwise."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise DataFormatError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The YAML mapping in `path` ({} when the file does not exist); DataFormatError naming the file otherwise."""
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DataFormatError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise DataFormatError(f"{path}: expected a mapping")
+    return data or {}
 
 
 def _records(path: Path) -> list[dict]:
@@ -42,7 +71,7 @@ def load_accuracy(results_dir: str | Path, runs: Iterable[str] | None = None) ->
     """One row per run x checkpoint step x benchmark from runs/{run}/validation/step_N/{bench}.json."""
     results_dir = Path(results_dir)
     rows = []
-    for run in _runs(results_dir, runs):
+    for run in run_names(results_dir, runs):
         validation = results_dir / "runs" / run / "validation"
         for step_dir in sorted(validation.glob("step_*")) if validation.is_dir() else []:
             match = _STEP_DIR.match(step_dir.name)
@@ -67,7 +96,7 @@ def load_metrics(results_dir: str | Path, runs: Iterable[str] | None = None) -> 
     """Training log lines (run, step, loss, lr, samples_per_sec, ...) from runs/{run}/metrics.jsonl."""
     results_dir = Path(results_dir)
     rows = []
-    for run in _runs(results_dir, runs):
+    for run in run_names(results_dir, runs):
         path = results_dir / "runs" / run / "metrics.jsonl"
         if not path.is_file():
             continue

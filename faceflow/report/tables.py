@@ -1,9 +1,12 @@
-"""Accuracy tables: the seed's per-run table (best checkpoint) and per-checkpoint tables, as Markdown."""
+"""Accuracy tables: the seed's per-run table (best checkpoint) and per-checkpoint tables, as header and rows."""
 from __future__ import annotations
 
 import pandas as pd
 
 from faceflow.eval.benchmark_names import BENCHMARK_TITLES
+
+Table = tuple[list[str], list[list[str]]]  # header, rows of display strings
+MISSING = "-"  # a cell with nothing to show
 
 
 def bench_order(benchmarks: list[str]) -> list[str]:
@@ -28,15 +31,9 @@ def best_checkpoints(accuracy: pd.DataFrame) -> pd.DataFrame:
 
 def _cell(row: pd.DataFrame) -> str:
     if row.empty:
-        return "-"
+        return MISSING
     value = row.iloc[0]
     return f"{100 * value['accuracy']:.2f} ± {100 * value['std']:.2f}"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def summary_rows(accuracy: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -61,23 +58,6 @@ def checkpoint_rows(accuracy: pd.DataFrame, run: str) -> tuple[list[str], list[l
         xnorms = []
         for bench in benches:
             row = at[at["benchmark"] == bench]
-            xnorms.append("-" if row.empty else f"{row.iloc[0]['xnorm']:.2f}")
+            xnorms.append(MISSING if row.empty else f"{row.iloc[0]['xnorm']:.2f}")
         rows.append([str(step)] + [_cell(at[at["benchmark"] == b]) for b in benches] + xnorms)
     return header, rows
-
-
-def markdown_report(accuracy: pd.DataFrame) -> str:
-    """report.md: the summary table, then one per-checkpoint table per run."""
-    lines = ["# faceflow report", ""]
-    if accuracy.empty:
-        return "\n".join(lines + ["No validation results yet.", ""])
-    lines += [
-        "Verification accuracy (mean ± std over 10 folds, %) of each run's best checkpoint "
-        "(highest mean over the benchmarks).",
-        "",
-    ]
-    lines += _markdown(*summary_rows(accuracy))
-    for run in sorted(accuracy["run"].unique()):
-        lines += ["", f"## {run}", ""]
-        lines += _markdown(*checkpoint_rows(accuracy, run))
-    return "\n".join(lines) + "\n"

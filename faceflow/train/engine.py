@@ -97,7 +97,7 @@ class Trainer:
         self.amp = bool(config["fp16"])  # check_run refuses fp16 off CUDA
         self.loss_scaling = self.amp if loss_scaling is None else loss_scaling
         self.updates = 0  # optimizer steps taken so far, counting those before a resume
-        self.log = TrainLog(self.out_dir, self.is_writer)
+        self.log = TrainLog(self.out_dir, self.is_writer, tensorboard=config["tensorboard"])
         self.checkpoints = self.out_dir / "checkpoints"
         self.losses: list[float] = []
 
@@ -276,7 +276,7 @@ class Trainer:
             self.updates = start
             scale = f", loss scale {self.scaler.scale:g}" if self.scaler is not None else ""
             self.log.message(f"resuming from {latest[1]} (step {start} of {self.total}{scale})")
-        self.log.truncate_after(start)
+        self.log.start(start)
         if start == 0:
             self.log.message(f"training {self.config['network']} / {self.config['loss']} / {self.config['fc_mode']} "
                              f"for {self.total} steps, {self.world} process(es), batch {self.global_batch}, "
@@ -287,6 +287,7 @@ class Trainer:
         validate = self._validator()
         batches = self.batch_factory(self.config, self.placement, start)
         self._loop(start, batches, validate)
+        self.log.close()
         self._write_manifest()
         return self.total
 

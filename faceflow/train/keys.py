@@ -159,6 +159,8 @@ KEYS: tuple[Key, ...] = (
     Key("mirror", True, "bool", doc="random horizontal flips"),
     Key("checkpoint_every", 1000, "int", ">0", run="checkpoint_every", doc="steps between checkpoints"),
     Key("log_every", 10, "int", ">0", run="log_every", resume_free=True, doc="steps between log lines"),
+    Key("tensorboard", True, "bool", run="tensorboard", resume_free=True,
+        doc="TensorBoard events of the log and validation in OUT/tensorboard (rank 0)"),
     Key("validate_every", 0, "int", ">=0", resume_free=True, doc="steps between validations while training"),
     Key("val_benchmarks", {}, "mapping", resume_free=True, doc="benchmark name -> .bin or OFRecord directory"),
     Key("val_batch_size", 64, "int", ">0", resume_free=True, doc="validation batch size"),

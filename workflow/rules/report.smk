@@ -1,5 +1,7 @@
 # results/report/{accuracy.csv, report.md, report.html} from every validation result and loss curve
-# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists).
+# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists). --tensorboard also writes
+# each run's per-checkpoint validation as TensorBoard events in results/runs/{run}/tensorboard/checkpoints/
+# (rewritten whole each time, so a rerun never doubles a point; runs with tensorboard: false are left out).
 
 
 rule make_report:
@@ -19,4 +21,4 @@ rule make_report:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow report {params.results} --out {params.out} --runs {params.runs} > {log} 2>&1"
+        "faceflow report {params.results} --out {params.out} --runs {params.runs} --tensorboard > {log} 2>&1"
