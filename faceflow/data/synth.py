@@ -28,6 +28,7 @@ from faceflow.data.synth_faces import render_faces, sample_identity, sample_nuis
 from faceflow.data.verification_bin import write_bin
 from faceflow.eval.ijb_layout import TARGETS
 from faceflow.errors import FaceflowError
+from faceflow.eval.benchmark_names import BENCHMARKS
 
 DEFAULT_CLASSES = 1000
 DEFAULT_PER_CLASS = 12
@@ -36,7 +37,6 @@ DEFAULT_SEED = 0
 JPEG_QUALITY = 95
 RENDER_RES = 64
 BATCH = 128
-BENCHMARKS = ("lfw", "cfp_fp", "agedb_30")
 OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(f"{b}.bin" for b in BENCHMARKS)
 OUTPUT_NAMES = OUTPUT_FILES + (IJB_DIR,)
 
