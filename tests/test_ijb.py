@@ -19,6 +19,7 @@ from faceflow.data.synth_ijb import write_benchmark
 from faceflow.errors import DataFormatError
 from faceflow.eval.ijb import evaluate_ijb
 from faceflow.eval.ijb_features import image_features, template_features
+from faceflow.eval import ijb_verification
 from faceflow.eval.ijb_identification import FPIRS, gallery_result
 from faceflow.eval.ijb_layout import TemplateSet, read_layout
 from faceflow.eval.ijb_verification import FARS, pair_scores, verification_result
@@ -102,7 +103,7 @@ def _random_benchmark(rng, subjects=40, per_subject=3, dim=24):
             np.array(medias)[order], np.array(template_subject))
 
 
-def test_protocol_matches_the_plain_loop_reference() -> None:
+def test_protocol_matches_the_plain_loop_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     features, scores, templates, medias, template_subject = _random_benchmark(rng)
     unique, ours = template_features(features, scores, templates, medias)
@@ -114,12 +115,13 @@ def test_protocol_matches_the_plain_loop_reference() -> None:
     pairs = np.stack([unique[t1], unique[t2]], axis=1)
     labels = (template_subject[t1] == template_subject[t2]).astype(int)
     expected = reference_pair_scores(unique, reference, pairs)
-    dense = pair_scores(unique, ours, pairs)  # all pairs: one matrix product
-    batched = pair_scores(unique, ours, pairs, batch=333, dense=False)  # as for IJB-C's 15.7M pairs
-    some = rng.choice(len(pairs), 2000, replace=False)
+    dense = pair_scores(unique, ours, pairs)  # dense pairs: from blocks of the Gram matrix
+    monkeypatch.setattr(ijb_verification, "PAIR_BATCH_VALUES", len(unique) * 7)  # Gram blocks of 7 templates
+    blocked = pair_scores(unique, ours, pairs[::-1])[::-1]
+    batched = pair_scores(unique, ours, pairs, blocked=False)  # sparse pairs: gathered, 35 pairs per batch
     np.testing.assert_allclose(dense, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(blocked, expected, rtol=0, atol=1e-12)
     np.testing.assert_allclose(batched, expected, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(pair_scores(unique, ours, pairs[some]), expected[some], rtol=0, atol=1e-12)
 
     result = verification_result(dense, labels)
     assert result["tar_at_far"] == reference_tar(labels, expected)
