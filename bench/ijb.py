@@ -16,7 +16,7 @@ from sklearn.preprocessing import normalize
 from faceflow.eval.ijb_verification import pair_scores, verification_result
 
 
-def benchmark_inputs(templates: int, pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def benchmark_inputs(templates: int, pairs: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Sparse template ids, their unit features (clustered by subject), random pairs and their labels."""
     rng = np.random.default_rng(seed)
     subjects = rng.integers(0, max(templates // 7, 2), templates)

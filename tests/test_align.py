@@ -1,4 +1,4 @@
-"""5-point alignment: closed forms, insightface's own norm_crop, MediaPipe landmarks on a real photo, `faceflow align`."""
+"""5-point alignment: closed forms, insightface's own norm_crop, MediaPipe landmarks on a real photo, the CLI."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,7 +69,8 @@ def test_bad_landmarks_name_their_source() -> None:
         norm_crop(image, np.full((5, 2), np.nan), "crop.jpg")
 
 
-@pytest.mark.slow  # the first run builds insightface 0.7.3 into ~/.cache/faceflow-tests (a few minutes), later runs take seconds
+# slow: the first run builds insightface 0.7.3 into ~/.cache/faceflow-tests (a few minutes); later runs take seconds
+@pytest.mark.slow
 def test_matches_insightface_norm_crop(tmp_path: Path) -> None:
     python, why = ensure_insightface()
     if python is None:

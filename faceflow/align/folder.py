@@ -61,7 +61,8 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FaceflowError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / LOG_NAME).is_file():
-        raise FaceflowError(f"{out_dir}: not empty and not a `faceflow align` output (no {LOG_NAME}); refusing to replace it")
+        raise FaceflowError(f"{out_dir}: not empty and not a `faceflow align` output (no {LOG_NAME}); "
+                            "refusing to replace it")
 
 
 def choose_face(faces: list[FaceBox], multiple: str) -> tuple[FaceBox | None, str | None]:

@@ -17,7 +17,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out_folder", metavar="OUT_FOLDER", help="receives <identity>/<name>.jpg and " + LOG_NAME)
     parser.add_argument("--multiple", choices=MULTIPLE_FACES, default="skip",
                         help="photos with several faces: skip them, or align the largest face (default %(default)s)")
-    parser.add_argument("--min-score", type=float, default=0.5, help="detector score a face needs (default %(default)s)")
+    parser.add_argument("--min-score", type=float, default=0.5,
+                        help="detector score a face needs (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     summary = align_folder(args.raw_folder, args.out_folder, args.multiple, args.min_score, progress=not args.quiet)

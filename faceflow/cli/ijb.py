@@ -24,8 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("ijb_dir", metavar="IJB_DIR", help="folder with loose_crop/ and meta/ (or with IJBC/, IJBB/)")
     parser.add_argument("--target", required=True, choices=tuple(TARGETS), help="benchmark")
     parser.add_argument("--out", type=Path, help="JSON result file (written atomically)")
-    parser.add_argument("--batch-size", type=int, default=128, help="crops per forward pass, flips run separately (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="threads decoding and aligning crops (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="crops per forward pass, flips run separately (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads decoding and aligning crops (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

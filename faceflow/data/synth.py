@@ -197,7 +197,8 @@ def check_arguments(num_classes: int, per_class: int, pairs: int, ijb_identities
     if pairs < 20 or pairs % 2:
         raise FaceflowError(f"--pairs: need an even number >= 20 (10 folds, half same), got {pairs}")
     if ijb_identities != 0 and ijb_identities < 4:
-        raise FaceflowError(f"--ijb-identities: need 0 (no IJB sets) or at least 4 (two per gallery), got {ijb_identities}")
+        raise FaceflowError(f"--ijb-identities: need 0 (no IJB sets) or at least 4 (two per gallery), "
+                            f"got {ijb_identities}")
 
 
 def _check_out_dir(out_dir: Path) -> None:

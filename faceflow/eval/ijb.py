@@ -54,8 +54,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     identification = result.get("identification")
     if identification:
         top, tpir = identification["mean"]["top_k"], identification["mean"]["tpir_at_fpir"]
-        lines.append(f"[{target}] 1:N top1 {top['top1']:.4f} top5 {top['top5']:.4f} top10 {top['top10']:.4f}; "
-                     + ", ".join(f"TPIR@FPIR={label}: {value:.4f}" for label, value in tpir.items() if value is not None))
+        rates = ", ".join(f"TPIR@FPIR={label}: {value:.4f}" for label, value in tpir.items() if value is not None)
+        lines.append(f"[{target}] 1:N top1 {top['top1']:.4f} top5 {top['top5']:.4f} top10 {top['top10']:.4f}; {rates}")
     return lines
 
 

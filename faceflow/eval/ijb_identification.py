@@ -17,7 +17,7 @@ PROBE_BLOCK = 4096
 
 
 def _probe_statistics(probe_features: np.ndarray, probe_subjects: np.ndarray, gallery_features: np.ndarray,
-                      gallery_subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      gallery_subjects: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per probe: mated?, rank of its true template (0 = first), its score, best other score, best score overall."""
     n = len(probe_features)
     mated = np.isin(probe_subjects, gallery_subjects)
@@ -50,7 +50,8 @@ def gallery_result(probe_features: np.ndarray, probe_subjects: np.ndarray, galle
     mated, rank, true_score, best_other, best = _probe_statistics(
         probe_features, probe_subjects, gallery_features, gallery_subjects)
     n_mated = int(mated.sum())
-    result: dict = {"mated_probes": n_mated, "non_mated_probes": int((~mated).sum()), "gallery_templates": len(gallery_subjects)}
+    result: dict = {"mated_probes": n_mated, "non_mated_probes": int((~mated).sum()),
+                    "gallery_templates": len(gallery_subjects)}
     result["top_k"] = {f"top{k}": float(np.mean(rank[mated] < k)) if n_mated else None for k in TOP_K}
     result["top_k_counts"] = {f"top{k}": int(np.sum(rank[mated] < k)) for k in TOP_K}
     non_mated_best = np.sort(best[~mated])[::-1]

@@ -118,7 +118,8 @@ def _number(text: str, kind: type, path: Path, line: int) -> float | int:
     try:
         value = kind(text)
     except ValueError:
-        raise DataFormatError(f"{path}:{line}: not {'an integer' if kind is int else 'a number'}: {text[:40]!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise DataFormatError(f"{path}:{line}: not {what}: {text[:40]!r}") from None
     if kind is float and not np.isfinite(value):
         raise DataFormatError(f"{path}:{line}: not a finite number: {text[:40]!r}")
     return value
@@ -149,7 +150,8 @@ def _read_landmarks(path: Path, names: list[str], faces_path: Path, root: Path
     list's names."""
     rows = _lines(path)
     if len(rows) != len(names):
-        raise DataFormatError(f"{path}: {len(rows)} images, {faces_path.name} lists {len(names)} (same images, same order)")
+        raise DataFormatError(f"{path}: {len(rows)} images, {faces_path.name} lists {len(names)} "
+                              "(same images, same order)")
     values = np.empty((len(rows), LANDMARK_FIELDS - 1), np.float32)
     images = []
     for index, ((line, fields), name) in enumerate(zip(rows, names)):
@@ -205,12 +207,14 @@ def _line_of_row(path: Path, row: int) -> int:
     return _lines(path)[row][0]
 
 
-def _check_known(path: Path, templates: np.ndarray, known: np.ndarray, faces_path: Path, lines: list[int] | None) -> None:
+def _check_known(path: Path, templates: np.ndarray, known: np.ndarray, faces_path: Path,
+                 lines: list[int] | None) -> None:
     """Every template id of `templates` has images (is in `known`, sorted), else an error naming its line."""
     missing = np.flatnonzero(~np.isin(templates, known))
     if len(missing):
         row = int(missing[0])
-        line = lines[row] if lines is not None else _line_of_row(path, row // templates.shape[1] if templates.ndim > 1 else row)
+        data_row = row // templates.shape[1] if templates.ndim > 1 else row
+        line = lines[row] if lines is not None else _line_of_row(path, data_row)
         raise DataFormatError(f"{path}:{line}: template {templates.flat[row]} has no images in {faces_path.name}")
 
 
