@@ -232,6 +232,8 @@ def test_reader_on_a_hand_written_layout(tmp_path: Path) -> None:
      r"ijbc_1N_gallery_G1.csv:5: template 4 has no images in ijbc_face_tid_mid.txt"),
     ({"ijbc_1N_gallery_G1.csv": GALLERY_G1.replace("1,5,b.jpg", "1,6,b.jpg")},
      r"ijbc_1N_gallery_G1.csv:3: template 1 has subject 6, line 2 says 5"),
+    ({"ijbc_1N_gallery_G2.csv": GALLERY_G2 + "3,7,e.jpg\n"},
+     r"ijbc_1N_gallery_G2.csv:3: subject 7 has a second gallery template \(3; one per subject\)"),
 ])
 def test_bad_layouts_name_the_file_and_line(tmp_path: Path, replace: dict, message: str) -> None:
     _hand_layout(tmp_path, **replace)

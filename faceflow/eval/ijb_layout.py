@@ -251,17 +251,17 @@ def _read_identification(root: Path, files: TargetFiles, known: np.ndarray, face
     if not all((root / "meta" / name).is_file() for name in names):
         return None, None
     sets = []
-    for name in names:
+    for index, name in enumerate(names):
         path = root / "meta" / name
         template_set, lines = _read_template_set(path)
         _check_known(path, template_set.templates, known, faces_path, lines)
+        if index:  # a gallery: one template per subject
+            _, first = np.unique(template_set.subjects, return_index=True)
+            if len(first) != len(template_set.subjects):
+                repeated = int(np.setdiff1d(np.arange(len(template_set.subjects)), first)[0])
+                raise DataFormatError(f"{path}:{lines[repeated]}: subject {template_set.subjects[repeated]} has a "
+                                      f"second gallery template ({template_set.templates[repeated]}; one per subject)")
         sets.append(template_set)
-    for gallery, (name, template_set) in zip(files.galleries, zip(names[1:], sets[1:])):
-        subjects, first = np.unique(template_set.subjects, return_index=True)
-        if len(subjects) != len(template_set.subjects):
-            repeated = np.setdiff1d(np.arange(len(template_set.subjects)), first)[0]
-            raise DataFormatError(f"{root / 'meta' / name}: subject {template_set.subjects[repeated]} has several "
-                                  f"gallery templates (one per subject)")
     return sets[0], dict(zip(files.galleries, sets[1:]))
 
 
