@@ -175,3 +175,6 @@ def test_align_refuses_a_foreign_output_folder(tmp_path: Path, capsys: pytest.Ca
     assert faceflow_main(["align", str(tmp_path / "raw"), str(tmp_path / "mine"), "--quiet"]) == 1
     assert "not a `faceflow align` output" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
+    assert faceflow_main(["align", str(tmp_path / "raw"), str(tmp_path / "new"), "--min-score", "1.5"]) == 1
+    assert "--min-score: expected a detector score in (0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

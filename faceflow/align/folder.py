@@ -90,6 +90,8 @@ def align_folder(raw_dir: str | Path, out_dir: str | Path, multiple: str = "skip
     """Align every photo of `raw_dir/<identity>/` into `out_dir/<identity>/` (see the module doc)."""
     if multiple not in MULTIPLE_FACES:
         raise FaceflowError(f"--multiple: expected one of {', '.join(MULTIPLE_FACES)}, got {multiple!r}")
+    if not 0.0 < min_score <= 1.0:
+        raise FaceflowError(f"--min-score: expected a detector score in (0, 1], got {min_score}")
     identities = scan_folder(raw_dir)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
