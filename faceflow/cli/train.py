@@ -2,7 +2,8 @@
 
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
-Before that, OUT's checkpoints are checked against the config (faceflow.train.resume): same training
+Before that, every training record is checked (faceflow.data.train_parts: bad_images fail or skip, cached
+per part) and OUT's checkpoints are checked against the config (faceflow.train.resume): same training
 settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside.
 """
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
         raise FaceflowError(f"--node-rank {args.node_rank}: must be in [0, {args.nnodes})")
-    config = worker.resolve(args)
+    config = worker.resolve(args, progress=True)
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
@@ -68,7 +69,11 @@ def main(argv: list[str]) -> int:
     config, world = _check_world(args)
     out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
     if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
-        prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)
+        log = TrainLog(out_dir, True).message
+        prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
+        skipped = worker.checked_train_data(config).skip_line()  # the check's cached result
+        if skipped:
+            log(skipped)
     if world == 1:
         return worker.run(args)
     command = [sys.executable, "-m", "faceflow.runtime.launch",

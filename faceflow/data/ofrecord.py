@@ -23,6 +23,7 @@ from faceflow.errors import DataFormatError, FaceflowError
 
 PART_SUFFIX_LENGTH = 5
 PART_PREFIX = "part-"
+META_NAME = "meta.json"  # the converter's side file: kind, source, counts, image size
 _LENGTH = struct.Struct("q")
 
 

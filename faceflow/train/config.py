@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from faceflow.data.train_parts import BAD_IMAGE_POLICIES
 from faceflow.errors import ConfigError
 
 NETWORKS = ("r18", "r34", "r50", "r100", "r200", "mbf")
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "network_kwargs": {},
     "train_data": None,
+    "bad_images": "fail",
     "num_classes": None,
     "num_images": None,
     "image_size": 112,
@@ -77,6 +79,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "dropout": (float, int),
     "network_kwargs": (dict,),
     "train_data": (str,),
+    "bad_images": (str,),
     "num_classes": (int,),
     "num_images": (int,),
     "image_size": (int,),
@@ -223,7 +226,8 @@ def _check_types(config: dict[str, Any]) -> None:
 def _check_choices(config: dict[str, Any]) -> None:
     for key, choices in (("network", NETWORKS), ("loss", LOSSES), ("fc_mode", FC_MODES),
                          ("partial_fc_momentum", PARTIAL_FC_MOMENTUM), ("optimizer", OPTIMIZERS),
-                         ("lr_schedule", SCHEDULES), ("device", ("cpu", "cuda", "auto"))):
+                         ("lr_schedule", SCHEDULES), ("device", ("cpu", "cuda", "auto")),
+                         ("bad_images", BAD_IMAGE_POLICIES)):
         if config[key] not in choices:
             _fail(key, f"expected one of {', '.join(choices)}, got {config[key]!r}")
 
@@ -315,7 +319,10 @@ def dataset_counts(train_data: str) -> tuple[int, int] | None:
 
 
 def resolve_dataset(config: dict[str, Any], counts: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Fill num_classes/num_images from `counts` (default: the data's meta.json) when unset; returns a copy."""
+    """Fill num_classes/num_images from `counts` (default: the data's meta.json) when unset; returns a copy.
+
+    `faceflow train` passes the counts of its check of every training record (faceflow.data.train_parts).
+    """
     result = dict(config)
     if not result["train_data"]:
         _fail("train_data", "not set (use --set train_data=DIR with OFRecord part-NNNNN files)")
@@ -329,7 +336,7 @@ def resolve_dataset(config: dict[str, Any], counts: tuple[int, int] | None = Non
         if result["num_images"] is None:
             result["num_images"] = counts[1]
     if result["num_classes"] is None:
-        _fail("num_classes", "not set and could not be read from the training data (no meta.json)")
+        _fail("num_classes", "not set and could not be read from the training data (no meta.json, no labels)")
     if counts is not None and result["num_classes"] < counts[0]:
         _fail("num_classes", f"{result['num_classes']} is less than the {counts[0]} classes in {result['train_data']}")
     return result

@@ -17,10 +17,11 @@ from faceflow.checkpoint import list_checkpoints, read_checkpoint_meta
 from faceflow.errors import FaceflowError
 from faceflow.train.config import DEFAULTS, total_steps
 
-# Keys a resumed run may change: logging, validation while training, threads, and where or how the same
-# computation runs (the engine itself refuses an eager checkpoint in graph mode).
+# Keys a resumed run may change: logging, validation while training, threads, where or how the same
+# computation runs (the engine itself refuses an eager checkpoint in graph mode), and bad_images (a run
+# trains only when no record was bad or with them skipped, so switching it never changes the data read).
 RESUME_FREE_KEYS = frozenset({"log_every", "validate_every", "val_benchmarks", "val_batch_size", "num_threads",
-                               "cpu_affinity", "device", "graph", "nproc_per_node"})
+                               "cpu_affinity", "device", "graph", "nproc_per_node", "bad_images"})
 # The run's length may grow (the multistep LR schedule counts absolute steps); see length_difference.
 LENGTH_KEYS = ("max_steps", "epochs")
 # What `set_aside` moves: the checkpoints and everything derived from them.
