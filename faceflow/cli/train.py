@@ -55,7 +55,7 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
         raise FaceflowError(f"--node-rank {args.node_rank}: must be in [0, {args.nnodes})")
-    config = worker.resolve(args, progress=True)
+    config = worker.resolve(args, progress=sys.stderr.isatty())  # the first check of the data shows progress
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
@@ -73,6 +73,7 @@ def main(argv: list[str]) -> int:
         prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
         skipped = worker.checked_train_data(config).skip_line()  # the check's cached result
         if skipped:
+            out_dir.mkdir(parents=True, exist_ok=True)
             log(skipped)
     if world == 1:
         return worker.run(args)

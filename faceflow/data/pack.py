@@ -59,13 +59,14 @@ def scan_folder(root: str | Path) -> list[tuple[str, list[Path]]]:
 
 @dataclass
 class LoadedImage:
-    """One image file as it will be stored: JPEG bytes (None when unusable, with the reason)."""
+    """One image file as it will be stored: JPEG bytes and (height, width) (None when unusable, with the reason)."""
 
     path: Path
     label: int
     jpeg: bytes | None
     problem: str | None = None
     reencoded: bool = False
+    size: tuple[int, int] | None = None
 
 
 def load_image(path: Path, label: int, verify: bool = True) -> LoadedImage:
@@ -75,14 +76,13 @@ def load_image(path: Path, label: int, verify: bool = True) -> LoadedImage:
         data = path.read_bytes()
     except OSError as err:
         return LoadedImage(path, label, None, f"cannot read the file ({err.strerror or err})")
-    if is_jpeg(data) and not needs_rgb_reencode(data):
-        problem = training_image_problem(data) if verify else image_problem(data)
-        return LoadedImage(path, label, data if problem is None else None, problem)
-    problem = image_problem(data)
+    reencode = not is_jpeg(data) or needs_rgb_reencode(data)
+    problem = training_image_problem(data) if verify and not reencode else image_problem(data)
     if problem is not None:
         return LoadedImage(path, label, None, problem)
     try:
-        return LoadedImage(path, label, to_jpeg(data, reencode=True), reencoded=True)
+        jpeg = to_jpeg(data, reencode=True) if reencode else data
+        return LoadedImage(path, label, jpeg, reencoded=reencode, size=image_size_of_bytes(jpeg))
     except Exception as err:  # PIL raises several types for corrupt data
         return LoadedImage(path, label, None, f"undecodable image ({type(err).__name__}: {str(err)[:60]})")
 
@@ -92,8 +92,8 @@ def _first_size(identities: list[tuple[str, list[Path]]], verify: bool, skip_bad
     for _, images in identities:
         for path in images:
             loaded = load_image(path, 0, verify)
-            if loaded.jpeg is not None:
-                return image_size_of_bytes(loaded.jpeg)
+            if loaded.size is not None:
+                return loaded.size
             if not skip_bad:
                 raise DataFormatError(f"{path} (record key 1): {loaded.problem} (--skip-bad skips such images)")
     raise DataFormatError(f"{identities[0][1][0].parent.parent}: no usable image (every image was bad)")
@@ -124,7 +124,7 @@ def pack_folder(root: str | Path, out_dir: str | Path, progress: bool = True, *,
                     raise DataFormatError(f"{image.path} (record key {key}): {image.problem} "
                                           "(--skip-bad skips such images)")
                 counts["reencoded"] += image.reencoded
-                size = image_size_of_bytes(image.jpeg)
+                size = image.size
                 if size != image_size:
                     h, w = image_size
                     raise DataFormatError(f"{image.path}: image is {size[1]}x{size[0]}, the first image was "
