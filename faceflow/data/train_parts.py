@@ -10,7 +10,9 @@ training set that comes without `meta.json`.
 
 On a bad record, `bad_images: fail` stops with one line naming the part file and record index;
 `bad_images: skip` trains on a view folder in the cache whose parts are the originals (symlinks),
-or cleaned copies of only the parts that hold bad records.
+or cleaned copies of only the parts that hold bad records. OneFlow's reader also aborts on an empty
+part (the port's converter leaves one when the images do not fill its last part): such parts are left
+out of a view the same way, the others renumbered.
 """
 from __future__ import annotations
 
@@ -170,6 +172,7 @@ class TrainData:
     label_max: int
     skipped: list[tuple[Path, BadRecord]]
     checked: int  # records decoded by this call (0 when every part's check was cached)
+    left_out: list[Path] = field(default_factory=list)  # parts with nothing to read (empty, or every record bad)
 
     def counts(self) -> tuple[int, int]:
         """(num_classes, num_images): classes from meta.json when the converter recorded them, else labels."""
@@ -177,15 +180,22 @@ class TrainData:
         classes = classes if isinstance(classes, int) and classes > self.label_max else self.label_max + 1
         return classes, self.records
 
-    def skip_line(self) -> str | None:
-        """The train-log line counting skipped records (None when nothing was skipped)."""
-        if not self.skipped:
-            return None
-        parts = sorted({path.name for path, _ in self.skipped})
-        examples = "; ".join(f"{path.name} record {bad.index}: {bad.reason}" for path, bad in self.skipped[:3])
-        return (f"bad_images: skip: {len(self.skipped)} unreadable training record(s) skipped in {len(parts)} of "
-                f"{len(self.parts)} parts of {self.data_dir} ({examples}{'; ...' if len(self.skipped) > 3 else ''}); "
-                f"training reads {self.read_dir}")
+    def log_lines(self) -> list[str]:
+        """Train-log lines counting skipped records and left-out parts (none when OneFlow reads the data as is)."""
+        lines = []
+        if self.skipped:
+            parts = sorted({path.name for path, _ in self.skipped})
+            examples = "; ".join(f"{path.name} record {bad.index}: {bad.reason}" for path, bad in self.skipped[:3])
+            lines.append(f"bad_images: skip: {len(self.skipped)} unreadable training record(s) skipped in "
+                         f"{len(parts)} of {len(self.parts)} parts of {self.data_dir} "
+                         f"({examples}{'; ...' if len(self.skipped) > 3 else ''})")
+        if self.left_out:
+            lines.append(f"note: {len(self.left_out)} part(s) of {self.data_dir} with no readable record left out "
+                         f"({', '.join(p.name for p in self.left_out[:3])}{', ...' if len(self.left_out) > 3 else ''}"
+                         "; OneFlow's reader cannot read an empty part)")
+        if self.read_dir != self.data_dir:
+            lines.append(f"training reads {len(self.parts) - len(self.left_out)} parts through {self.read_dir}")
+        return lines
 
 
 def _fail_message(data: TrainData) -> str:
@@ -196,9 +206,11 @@ def _fail_message(data: TrainData) -> str:
 
 
 def _write_view(data: TrainData, scans: list[PartScan], view: Path) -> None:
-    """The view folder: part i is a symlink to the original, or a cleaned copy without its bad records."""
+    """The view folder: the parts with something to read, renumbered; each a symlink to the original, or a
+    cleaned copy without its bad records."""
+    kept = [(path, scan) for path, scan in zip(data.parts, scans) if path not in data.left_out]
     with atomic_dir(view) as tmp:
-        for i, (path, scan) in enumerate(zip(data.parts, scans)):
+        for i, (path, scan) in enumerate(kept):
             target = tmp / part_name(i)
             if not scan.bad:
                 target.symlink_to(path.resolve())
@@ -233,11 +245,14 @@ def check_train_data(data_dir: str | Path, bad_images: str = "fail", progress: b
     done = [scan for scan in scans if scan is not None]
     skipped = [(path, bad) for path, scan in zip(parts, done) for bad in scan.bad]
     data = TrainData(data_dir, data_dir, parts, crop, sum(s.records for s in done) - len(skipped),
-                     max(s.label_max for s in done), skipped, checked)
-    if not skipped:
-        return data
-    if bad_images == "fail":
+                     max(s.label_max for s in done), skipped, checked,
+                     [path for path, scan in zip(parts, done) if scan.records == len(scan.bad)])
+    if skipped and bad_images == "fail":
         raise DataFormatError(_fail_message(data))
+    if not skipped and not data.left_out:
+        return data
+    if len(data.left_out) == len(parts):
+        raise DataFormatError(f"{data_dir}: no readable training record in {len(parts)} part(s)")
     material = {"parts": [check_cache.file_identity(p) for p in parts], "crop": list(crop)}
     data.read_dir = check_cache.cache_root() / "train-views" / check_cache.cache_key(VIEW_KIND, material)
     if not (data.read_dir / META_NAME).is_file():
