@@ -20,6 +20,7 @@ import json
 import mmap
 import struct
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -120,11 +121,10 @@ def scan_part(path: Path, crop: tuple[int, int], checker: ImageChecker, bar: tqd
         if path.stat().st_size == 0:
             return scan
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            spans = list(record_spans(path, data))
-            for lo in range(0, len(spans), _BATCH):
+            spans = enumerate(record_spans(path, data))
+            while batch := list(islice(spans, _BATCH)):  # streamed: nothing per record is kept but the bad ones
                 images, where = [], []
-                for index in range(lo, min(lo + _BATCH, len(spans))):
-                    offset, length = spans[index]
+                for index, (offset, length) in batch:
                     image, label, problem = _record_fields(data[offset + 8:offset + 8 + length])
                     if problem is not None:
                         scan.bad.append(BadRecord(index, offset, problem))
@@ -135,9 +135,9 @@ def scan_part(path: Path, crop: tuple[int, int], checker: ImageChecker, bar: tqd
                 for (index, offset), problem in zip(where, checker.problems(images, crop)):
                     if problem is not None:
                         scan.bad.append(BadRecord(index, offset, problem))
+                scan.records += len(batch)
                 if bar is not None:
-                    bar.update(min(_BATCH, len(spans) - lo))
-            scan.records = len(spans)
+                    bar.update(len(batch))
     scan.bad.sort(key=lambda bad: bad.index)
     return scan
 

@@ -32,7 +32,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"{_key_path(where + [missing])}: required key is missing"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
-        return f"{_key_path(where)}: give exactly one of synthetic, url, path"
+        names = [name for choice in error.validator_value for name in choice.get("required", [])]
+        return f"{_key_path(where)}: give exactly one of {', '.join(names)}"
     if error.validator == "not" and isinstance(error.instance, dict):
         return f"{_key_path(where)}: give steps or epochs, not both"
     if error.validator == "propertyNames":
