@@ -18,7 +18,7 @@ import pytest
 from data_layer_samples import jpeg, make_dataset
 from faceflow.data import ofrecord_proto
 from faceflow.data.recordio import RecordDataset
-from faceflow.data.train_parts import check_train_data
+from faceflow.data.train_parts import verify_train_parts
 from faceflow.data.verification_bin import read_bin, write_bin
 from faceflow.eval.benchmarks import read_encoded
 from faceflow.errors import DataFormatError
@@ -87,7 +87,7 @@ def test_training_refuses_part0_with_a_hint(tmp_path):
     write_port_validation(tmp_path / "lfw", images, issame)
     with pytest.raises(DataFormatError, match=r"no OFRecord parts named part-00000, part-00001, \.\.\. "
                                               r"\(found part-0, the OneFlow port's validation layout\)"):
-        check_train_data(tmp_path / "lfw")
+        verify_train_parts(tmp_path / "lfw")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_training_parts_without_meta_are_sized_by_the_check(port_train):
     train, count = port_train
     assert sorted(p.name for p in train.iterdir()) == [f"part-0000{i}" for i in range(4)]
     assert (train / "part-00003").stat().st_size == 0
-    data = check_train_data(train)
+    data = verify_train_parts(train)
     assert (data.counts(), data.image_size, data.skipped) == ((3, count), (112, 112), [])
     assert data.left_out == [train / "part-00003"], "OneFlow's reader aborts on the empty part: left out"
     config = validate_config({**DEFAULTS, **TINY, "num_classes": None, "train_data": str(train), "epochs": 2,

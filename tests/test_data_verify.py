@@ -14,7 +14,7 @@ from faceflow.cli.main import main as faceflow_main
 from faceflow.data import check_cache
 from faceflow.data.image_verify import ImageChecker, training_image_problem
 from faceflow.data.ofrecord import PartsWriter, part_name, read_part, serialize_train_record
-from faceflow.data.train_parts import check_train_data
+from faceflow.data.train_parts import verify_train_parts
 from faceflow.errors import DataFormatError
 
 EXPECTED = {"corrupt_body": "corrupt JPEG header", "garbage": "corrupt JPEG header",
@@ -64,7 +64,7 @@ def test_convert_rec_decodes_every_image(tmp_path, capsys):
     assert line.startswith("10 records, 4 classes") and line.rstrip().endswith("2 bad skipped")
     meta = json.loads((out / "meta.json").read_text())
     assert (meta["records"], meta["skipped"], meta["images_decoded"]) == (10, 2, True)
-    checked = check_train_data(out)
+    checked = verify_train_parts(out)
     assert checked.checked == 0, "the converter's verification is cached: training does not decode again"
     assert (checked.counts(), checked.skipped) == ((4, 10), [])
 
@@ -79,7 +79,7 @@ def test_convert_rec_no_verify_keeps_the_structural_check(tmp_path, capsys):
                           "--no-verify"]) == 0
     assert json.loads((tmp_path / "of" / "meta.json").read_text())["images_decoded"] is False
     with pytest.raises(DataFormatError, match=r"part-00000: record 3 \(byte offset \d+\): corrupt JPEG header"):
-        check_train_data(tmp_path / "of")  # what --no-verify let through, training's own check finds
+        verify_train_parts(tmp_path / "of")  # what --no-verify let through, training's own check finds
 
 
 def test_pack_decodes_every_image(tmp_path, capsys):
@@ -125,10 +125,10 @@ def test_train_parts_check_fails_or_skips_and_is_cached(tmp_path):
     _write_part(data / part_name(0), [(good[0], 0), (bad["corrupt_body"], 1), (good[1], 2), (bad["garbage"], 3)])
     _write_part(data / part_name(1), [(good[2], 4), (good[3], 5)])
     with pytest.raises(DataFormatError) as err:
-        check_train_data(data)
+        verify_train_parts(data)
     assert str(err.value).startswith(f"{data / part_name(0)}: record 1 (byte offset ")
     assert "(1 more bad record(s)); set bad_images: skip to train without such records" in str(err.value)
-    skipped = check_train_data(data, "skip")
+    skipped = verify_train_parts(data, "skip")
     assert skipped.checked == 0, "the failed check was cached: nothing decoded again"
     assert [(path.name, b.index) for path, b in skipped.skipped] == [(part_name(0), 1), (part_name(0), 3)]
     assert skipped.counts() == (6, 4) and skipped.read_dir != data
@@ -139,7 +139,7 @@ def test_train_parts_check_fails_or_skips_and_is_cached(tmp_path):
     assert sorted(p.name for p in data.iterdir()) == [part_name(0), part_name(1)], "nothing written beside the data"
     stat = os.stat(data / part_name(1))
     os.utime(data / part_name(1), ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    again = check_train_data(data, "skip")
+    again = verify_train_parts(data, "skip")
     assert again.checked == 2, "a changed part is checked again"
     assert again.read_dir != view, "and the view follows the new identity"
     assert str(check_cache.cache_root()).startswith(os.environ[check_cache.CACHE_ENV])
@@ -151,15 +151,15 @@ def test_train_parts_structural_problems(tmp_path):
     with open(data / part_name(0), "ab") as f:
         f.write(struct.pack("q", 3) + b"\x01\x02\x03")
     with pytest.raises(DataFormatError, match=r"record 1 .*label -1 is negative \(1 more"):
-        check_train_data(data)
+        verify_train_parts(data)
     with open(data / part_name(0), "ab") as f:
         f.write(struct.pack("q", 1 << 40))
     with pytest.raises(DataFormatError, match=r"part-00000: byte offset \d+: record of 1099511627776 bytes runs past"):
-        check_train_data(data, "skip")
+        verify_train_parts(data, "skip")
     empty = tmp_path / "empty"
     _write_part(empty / part_name(0), [(jpeg(0, 112), 0)])
     (empty / part_name(1)).write_bytes(b"")  # the port's converter can leave its last part empty
-    data = check_train_data(empty)  # OneFlow's reader aborts on an empty part: it is left out of a view
+    data = verify_train_parts(empty)  # OneFlow's reader aborts on an empty part: it is left out of a view
     assert data.counts() == (1, 1) and data.left_out == [empty / part_name(1)]
     assert sorted(p.name for p in data.read_dir.iterdir()) == ["meta.json", part_name(0)]
     assert "1 part(s) of" in data.log_lines()[0] and "left out (part-00001;" in data.log_lines()[0]

@@ -11,7 +11,7 @@ import pytest
 
 from data_layer_samples import jpeg, unreadable_jpegs
 from faceflow.data.ofrecord import part_name, serialize_train_record
-from faceflow.data.train_parts import check_train_data
+from faceflow.data.train_parts import verify_train_parts
 from train_support import REPO, run_faceflow, write_config
 
 # OneFlow's training pipeline (as faceflow builds it) over every record of DIR, in file order.
@@ -81,7 +81,7 @@ def test_train_skips_and_counts_the_bad_records(bad_part, tmp_path):
             f"{bad_part} (part-00000 record 1: corrupt JPEG header") in log
     assert (tmp_path / "run" / "checkpoints" / "step_000002").is_dir()
     assert sorted(p.name for p in bad_part.iterdir()) == before, "the data folder is left as it was"
-    view = check_train_data(bad_part, "skip").read_dir
+    view = verify_train_parts(bad_part, "skip").read_dir
     assert _oneflow_decode(view, 5).returncode == 0, "OneFlow reads the cleaned copy"
 
 
@@ -92,5 +92,5 @@ def test_each_kind_kills_oneflow_and_is_caught(tmp_path, kind):
     _write_part(data / part_name(0), [jpeg(0, 112), unreadable_jpegs(112)[kind], jpeg(1, 112), jpeg(2, 112)])
     proc = _oneflow_decode(data, 4)
     assert proc.returncode != 0 and "decoded every record" not in proc.stdout, kind
-    [(path, bad)] = check_train_data(data, "skip").skipped
+    [(path, bad)] = verify_train_parts(data, "skip").skipped
     assert (path.name, bad.index) == (part_name(0), 1)

@@ -59,7 +59,7 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
-    check_parts_divisible(worker.checked_train_data(config).read_dir, world)
+    check_parts_divisible(worker.verified_train_data(config).read_dir, world)
     return config, world
 
 
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
         log = TrainLog(out_dir, True).message
         prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
-        lines = worker.checked_train_data(config).log_lines()  # the check's cached result
+        lines = worker.verified_train_data(config).log_lines()  # the check's cached result
         if lines:
             out_dir.mkdir(parents=True, exist_ok=True)
         for line in lines:

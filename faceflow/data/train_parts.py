@@ -225,7 +225,7 @@ def _write_view(data: TrainData, scans: list[PartScan], view: Path) -> None:
                                                  "records": data.records}) + "\n")
 
 
-def check_train_data(data_dir: str | Path, bad_images: str = "fail", progress: bool = False) -> TrainData:
+def verify_train_parts(data_dir: str | Path, bad_images: str = "fail", progress: bool = False) -> TrainData:
     """Check (or recall the cached check of) every part of a training folder; raise or prepare the skip view."""
     if bad_images not in BAD_IMAGE_POLICIES:
         raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")

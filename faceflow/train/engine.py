@@ -50,9 +50,9 @@ def pipeline_batches(config: dict[str, Any], placement: flow.placement, start_st
     and decoded on the CPU while the GPU computes the step (on a CPU-only run both share the cores).
     """
     from faceflow.data.pipeline import TrainPipeline, check_parts_divisible
-    from faceflow.data.train_parts import check_train_data
+    from faceflow.data.train_parts import verify_train_parts
 
-    data = check_train_data(config["train_data"], config["bad_images"])  # checked by `faceflow train`: cached
+    data = verify_train_parts(config["train_data"], config["bad_images"])  # checked by `faceflow train`: cached
     check_parts_divisible(data.read_dir, world_size())
     pipeline = TrainPipeline(
         data.read_dir, config["batch_size"], placement=placement, sbp=flow.sbp.split(0),

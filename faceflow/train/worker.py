@@ -43,7 +43,7 @@ def resolve(args: argparse.Namespace, progress: bool = False) -> dict:
     from faceflow.train.config import load_config, resolve_dataset
 
     config = load_config(args.config, args.overrides)
-    data = checked_train_data(config, progress)
+    data = verified_train_data(config, progress)
     config = resolve_dataset(config, data.counts() if data is not None else None)
     if args.do_validation_while_train and not config["validate_every"]:
         config["validate_every"] = config["checkpoint_every"]
@@ -52,13 +52,13 @@ def resolve(args: argparse.Namespace, progress: bool = False) -> dict:
     return config
 
 
-def checked_train_data(config: dict, progress: bool = False) -> "TrainData | None":
+def verified_train_data(config: dict, progress: bool = False) -> "TrainData | None":
     """The checked training folder of `config` (None when train_data is not a folder: resolve_dataset says why)."""
-    from faceflow.data.train_parts import check_train_data
+    from faceflow.data.train_parts import verify_train_parts
 
     if not config["train_data"] or not Path(config["train_data"]).is_dir():
         return None
-    return check_train_data(config["train_data"], config["bad_images"], progress)
+    return verify_train_parts(config["train_data"], config["bad_images"], progress)
 
 
 def run(args: argparse.Namespace) -> int:
