@@ -124,12 +124,14 @@ def test_train_parts_check_fails_or_skips_and_is_cached(tmp_path):
     data = tmp_path / "data"
     _write_part(data / part_name(0), [(good[0], 0), (bad["corrupt_body"], 1), (good[1], 2), (bad["garbage"], 3)])
     _write_part(data / part_name(1), [(good[2], 4), (good[3], 5)])
+    announced: list[str] = []
     with pytest.raises(DataFormatError) as err:
-        verify_train_parts(data)
+        verify_train_parts(data, announce=announced.append)
+    assert len(announced) == 1 and announced[0].startswith(f"checking every record of 2 of 2 part(s) of {data}")
     assert str(err.value).startswith(f"{data / part_name(0)}: record 1 (byte offset ")
     assert "(1 more bad record(s)); set bad_images: skip to train without such records" in str(err.value)
-    skipped = verify_train_parts(data, "skip")
-    assert skipped.checked == 0, "the failed check was cached: nothing decoded again"
+    skipped = verify_train_parts(data, "skip", announce=announced.append)
+    assert skipped.checked == 0 and len(announced) == 1, "the failed check was cached: nothing decoded again"
     assert [(path.name, b.index) for path, b in skipped.skipped] == [(part_name(0), 1), (part_name(0), 3)]
     assert skipped.counts() == (6, 4) and skipped.read_dir != data
     assert "2 unreadable training record(s) skipped in 1 of 2 parts" in skipped.log_lines()[0]

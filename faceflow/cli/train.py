@@ -55,7 +55,7 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
         raise FaceflowError(f"--node-rank {args.node_rank}: must be in [0, {args.nnodes})")
-    config = worker.resolve(args, progress=sys.stderr.isatty())  # the first check of the data shows progress
+    config = worker.resolve(args, progress=sys.stderr.isatty(), announce=lambda line: print(line, flush=True))
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes

@@ -22,7 +22,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -225,8 +225,12 @@ def _write_view(data: TrainData, scans: list[PartScan], view: Path) -> None:
                                                  "records": data.records}) + "\n")
 
 
-def verify_train_parts(data_dir: str | Path, bad_images: str = "fail", progress: bool = False) -> TrainData:
-    """Check (or recall the cached check of) every part of a training folder; raise or prepare the skip view."""
+def verify_train_parts(data_dir: str | Path, bad_images: str = "fail", progress: bool = False,
+                       announce: Callable[[str], None] | None = None) -> TrainData:
+    """Check (or recall the cached check of) every part of a training folder; raise or prepare the skip view.
+
+    `announce` receives one line before parts are decoded (not when every result is cached).
+    """
     if bad_images not in BAD_IMAGE_POLICIES:
         raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, got {bad_images!r}")
     data_dir = Path(data_dir)
@@ -235,6 +239,9 @@ def verify_train_parts(data_dir: str | Path, bad_images: str = "fail", progress:
     scans: list[PartScan | None] = [cached_scan(path, crop) for path in parts]
     todo = [i for i, scan in enumerate(scans) if scan is None]
     checked = 0
+    if todo and announce is not None:
+        announce(f"checking every record of {len(todo)} of {len(parts)} part(s) of {data_dir} before OneFlow reads "
+                 f"them (once: the result is cached in {check_cache.cache_root()})")
     if todo:
         with ImageChecker() as checker, tqdm(unit="img", desc=f"check {data_dir.name}", disable=not progress,
                                              mininterval=1.0) as bar:

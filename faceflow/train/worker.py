@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from faceflow.errors import FaceflowError
 from faceflow.runtime.lifetime import exit_with_parent
@@ -34,7 +34,7 @@ def default_out_dir(config_source: str) -> Path:
     return Path("runs") / Path(config_source).stem
 
 
-def resolve(args: argparse.Namespace, progress: bool = False) -> dict:
+def resolve(args: argparse.Namespace, progress: bool = False, announce: Callable[[str], None] | None = None) -> dict:
     """The validated, dataset-resolved config the run uses (same on every rank).
 
     Every training record is checked first (cached per part after the first time); the check's counts size
@@ -43,7 +43,7 @@ def resolve(args: argparse.Namespace, progress: bool = False) -> dict:
     from faceflow.train.config import load_config, resolve_dataset
 
     config = load_config(args.config, args.overrides)
-    data = verified_train_data(config, progress)
+    data = verified_train_data(config, progress, announce)
     config = resolve_dataset(config, data.counts() if data is not None else None)
     if args.do_validation_while_train and not config["validate_every"]:
         config["validate_every"] = config["checkpoint_every"]
@@ -52,13 +52,14 @@ def resolve(args: argparse.Namespace, progress: bool = False) -> dict:
     return config
 
 
-def verified_train_data(config: dict, progress: bool = False) -> "TrainData | None":
+def verified_train_data(config: dict, progress: bool = False,
+                        announce: Callable[[str], None] | None = None) -> "TrainData | None":
     """The checked training folder of `config` (None when train_data is not a folder: resolve_dataset says why)."""
     from faceflow.data.train_parts import verify_train_parts
 
     if not config["train_data"] or not Path(config["train_data"]).is_dir():
         return None
-    return verify_train_parts(config["train_data"], config["bad_images"], progress)
+    return verify_train_parts(config["train_data"], config["bad_images"], progress, announce)
 
 
 def run(args: argparse.Namespace) -> int:
