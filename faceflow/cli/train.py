@@ -3,9 +3,11 @@
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
 Before that, every training record is checked (faceflow.data.train_parts: bad_images fail or skip, cached
-per part), every combination that cannot run is refused (faceflow.train.rules: the device, the world size,
-the data's OFRecord parts), and OUT's checkpoints are checked against the config (faceflow.train.resume):
-same training settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside.
+per part), every combination that cannot run is refused (faceflow.train.rules: the device, the world
+size, the data's OFRecord parts), and OUT's checkpoints are checked against the config
+(faceflow.train.resume): same training settings resume, changed ones stop with an error or, with
+--restart-if-changed, are set aside. A CUDA run outside a scheduler leases its GPUs first
+(faceflow.runtime.gpus), for as long as it runs.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 from faceflow.errors import ConfigError, FaceflowError
+from faceflow.runtime.gpus import GpuLease, claim_gpus
 from faceflow.runtime.lifetime import child_env
 from faceflow.train import worker
 from faceflow.train.metrics import TrainLog
@@ -58,8 +61,9 @@ def _device(requested: str) -> str:
         raise ConfigError(str(err)) from None
 
 
-def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
-    """The config and the world size, after refusing what cannot run, before any worker process starts.
+def _check_world(args: argparse.Namespace) -> tuple[dict, int, GpuLease | None]:
+    """The config, the world size and the run's GPU lease (None if it needs none), after refusing what
+    cannot run, before any worker process starts.
 
     Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given, and
     `device: auto` to the device it resolves to on this node, so that every rank trains on the same one.
@@ -72,6 +76,21 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
+    lease = claim_gpus(config["device"], args.nproc_per_node)  # before _device loads OneFlow, which starts CUDA
+    try:
+        device = _checked_device(args, config, world)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    if device != "cuda" and lease is not None:  # `auto` found GPUs that OneFlow cannot use
+        lease.release()
+        lease = None
+    return config, world, lease
+
+
+def _checked_device(args: argparse.Namespace, config: dict, world: int) -> str:
+    """The device the run trains on, after refusing what cannot run on it (see `_check_world`)."""
     device = _device(config["device"])
     if device != config["device"]:
         args.overrides.append(f"device={device}")
@@ -82,22 +101,31 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
 
         check_gpus(args.nproc_per_node, visible_gpus())
     check_train_data(config, world, worker.verified_train_data(config).read_dir)  # the check's cached result
-    return config, world
+    return device
 
 
 def main(argv: list[str]) -> int:
     """Validate the config, then train in-process or launch one worker per rank."""
     args = _parser().parse_args(argv)
-    config, world = _check_world(args)
-    out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
-    if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
-        log = TrainLog(out_dir, True).message
-        prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
-        lines = worker.verified_train_data(config).log_lines()  # the check's cached result
-        if lines:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        for line in lines:
-            log(line)
+    config, world, lease = _check_world(args)
+    try:
+        out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
+        if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
+            log = TrainLog(out_dir, True).message
+            prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
+            lines = worker.verified_train_data(config).log_lines()  # the check's cached result
+            if lines:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            for line in lines:
+                log(line)
+        return _train(args, out_dir, world)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train(args: argparse.Namespace, out_dir: Path, world: int) -> int:
+    """Train in this process, or start the launcher and wait for its workers."""
     if world == 1:
         return worker.run(args)
     command = [sys.executable, "-m", "faceflow.runtime.launch",

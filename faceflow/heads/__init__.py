@@ -2,7 +2,8 @@
 
 Config keys: loss (a name of the loss registry, `heads/registry.py`), margins (null or overrides of the
 loss's margins), fc_mode (data_parallel | model_parallel | partial_fc), sample_rate, num_classes,
-embedding_size; optional batch_size (per process, sizes Partial FC's sample) and partial_fc_fused_sampler.
+embedding_size; optional batch_size (per process, sizes Partial FC's sample), partial_fc_fused_sampler
+and seed (Partial FC's class sampling).
 The config is checked by `faceflow.train.config` first. Inputs are global tensors on `placement`, batch split(0).
 Importing this package loads no OneFlow: the head modules are imported when a head is built.
 """
@@ -49,7 +50,8 @@ def build_head(config: Mapping[str, Any], placement: "flow.placement") -> "nn.Mo
     batch = config.get("batch_size")
     global_batch = _positive_int(config, "batch_size") * len(placement.ranks) if batch is not None else None
     return PartialFC(num_classes, embedding_size, combined, placement, float(config.get("sample_rate", 1.0)),
-                     global_batch, fused_sampler=bool(config.get("partial_fc_fused_sampler", False)))
+                     global_batch, fused_sampler=bool(config.get("partial_fc_fused_sampler", False)),
+                     seed=int(config.get("seed", 0)))
 
 
 __all__ = ["FC_MODES", "build_head", "list_losses", "margin_values", "register_loss"]

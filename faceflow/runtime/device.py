@@ -1,4 +1,8 @@
-"""The one place where faceflow decides CPU vs CUDA, placements and process topology."""
+"""The one place where faceflow decides CPU vs CUDA, placements and process topology.
+
+Which GPUs a CUDA run's processes see is settled before OneFlow loads, by `runtime/gpus.py`: the ones a
+scheduler assigned, or GPUs leased on this machine; here each process takes the one of its local rank.
+"""
 from __future__ import annotations
 
 from faceflow.runtime.flow import flow
