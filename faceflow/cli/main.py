@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("faceflow.cli.train", "train a face recognition model from a YAML config"),
     "validate": ("faceflow.cli.validate", "verification accuracy of a checkpoint on LFW/CFP-FP/AgeDB-30"),
     "export": ("faceflow.cli.export", "export a checkpoint to onnx|mxnet"),
-    "import": ("faceflow.cli.import_model", "import an InsightFace MXNet model as a faceflow checkpoint"),
+    "import": ("faceflow.cli.import_model", "import an MXNet, arcface_torch (.pth) or ONNX model as a faceflow checkpoint"),
     "report": ("faceflow.cli.report", "accuracy tables and plots (CSV, Markdown, HTML) from run outputs"),
 }
 
