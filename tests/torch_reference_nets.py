@@ -3,7 +3,7 @@ tests (module names and order as arcface_torch's backbones/iresnet.py and mobile
 keys are the zoo files' keys), given random weights and BN statistics, saved with torch.save, their
 embeddings of the given images computed, and optionally exported to ONNX.
 
-    python torch_reference_nets.py SPEC.json
+    python torch_reference_nets.py SPEC.json [SPEC.json ...]
 
 SPEC: {"network": "r18"|"r34"|"r50"|"mbf", "embedding_size": E, "seed": S, "images": "x.npy" (N x 3 x 112 x 112
 float32, already (x-127.5)/127.5), "pth": OUT.pth, "legacy": bool, "embeddings": OUT.npy,
@@ -157,4 +157,5 @@ def main(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    for spec_file in sys.argv[1:]:
+        main(spec_file)
