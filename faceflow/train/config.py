@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "embedding_size": 128,
     "dropout": 0.0,
     "network_kwargs": {},
+    "pretrained": None,
+    "freeze_backbone_steps": 0,
     "train_data": None,
     "num_classes": None,
     "num_images": None,
@@ -76,6 +78,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "embedding_size": (int,),
     "dropout": (float, int),
     "network_kwargs": (dict,),
+    "pretrained": (str,),
+    "freeze_backbone_steps": (int,),
     "train_data": (str,),
     "num_classes": (int,),
     "num_images": (int,),
@@ -115,7 +119,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "cpu_affinity": (bool,),
     "nproc_per_node": (int,),
 }
-_NULLABLE = {"train_data", "num_classes", "num_images", "margins", "max_steps", "epochs", "clip_grad_norm"}
+_NULLABLE = {"pretrained", "train_data", "num_classes", "num_images", "margins", "max_steps", "epochs", "clip_grad_norm"}
 
 
 def shipped_config_names() -> list[str]:
@@ -234,7 +238,7 @@ def _check_numbers(config: dict[str, Any]) -> None:
     for key in positive:
         if config[key] <= 0:
             _fail(key, f"must be > 0, got {config[key]}")
-    for key in ("warmup_steps", "validate_every", "seed"):
+    for key in ("warmup_steps", "validate_every", "seed", "freeze_backbone_steps"):
         if config[key] < 0:
             _fail(key, f"must be >= 0, got {config[key]}")
     for key in ("lr", "momentum", "weight_decay", "power"):
@@ -297,6 +301,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _check_schedule(config)
     _check_margins(config)
     _check_benchmarks(config)
+    if config["freeze_backbone_steps"] and config["graph"]:
+        _fail("freeze_backbone_steps", "needs graph: false (a compiled graph cannot stop updating the backbone)")
     if (config["max_steps"] is None) == (config["epochs"] is None):
         _fail("max_steps", "set exactly one of max_steps and epochs")
     return config
