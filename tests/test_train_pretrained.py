@@ -14,7 +14,8 @@ from faceflow.checkpoint import list_checkpoints
 from faceflow.errors import ConfigError
 from faceflow.train.config import validate_config
 from faceflow.train.engine import Trainer
-from faceflow.train.pretrained import load_pretrained, pretrained_format
+from faceflow.export.model_files import model_format
+from faceflow.train.pretrained import load_pretrained
 from train_support import step_batches, tiny_config
 
 
@@ -55,10 +56,10 @@ def test_pretrained_formats_are_told_apart_and_mismatches_name_the_setting(tmp_p
     work, _ = torch_reference
     (tmp_path / "m-symbol.json").write_text("{}")
     (tmp_path / "m-0003.params").write_bytes(b"")
-    assert [pretrained_format(str(p)) for p in (work / "r18.pth", work / "r18_fold.onnx", tmp_path / "m",
+    assert [model_format(str(p), "pretrained") for p in (work / "r18.pth", work / "r18_fold.onnx", tmp_path / "m",
                                                 tmp_path / "m-0003.params")] == ["torch", "onnx", "mxnet", "mxnet"]
     with pytest.raises(ConfigError, match=r"pretrained: .*nothing\.pth: no such checkpoint directory"):
-        pretrained_format(str(tmp_path / "nothing.pth"))
+        model_format(str(tmp_path / "nothing.pth"), "pretrained")
     r18 = {"network": "r18", "embedding_size": 64, "network_kwargs": {}}
     loaded = load_pretrained(str(work / "r18.pth"), r18)
     assert loaded.description.startswith(f"arcface_torch state dict {work / 'r18.pth'}")

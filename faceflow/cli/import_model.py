@@ -10,6 +10,9 @@ NETWORKS_HELP = "faceflow backbone: r18 r34 r50 r100 r200 mbf"
 
 def _add_common(parser: argparse.ArgumentParser, parity: bool, size_from: str) -> None:
     parser.add_argument("out", metavar="OUT_CHECKPOINT", help="checkpoint directory to write (e.g. …/step_000000)")
+    parser.add_argument("--as-run", action="store_true",
+                        help="OUT is a run directory: write OUT/checkpoints/step_000000 and the manifest OUT/train.json, "
+                        "so validation, export and the report treat the model as a finished run")
     parser.add_argument("--network", required=True, help=NETWORKS_HELP)
     parser.add_argument("--embedding-size", type=int, default=None, help=f"embedding size (default: read from {size_from})")
     if parity:
@@ -45,28 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run `faceflow import mxnet|torch|onnx ...`."""
     args = build_parser().parse_args(argv)
+    from pathlib import Path
+
+    from faceflow.checkpoint import step_dir_name, write_manifest
     from faceflow.errors import FaceflowError
 
+    checkpoint = Path(args.out) / "checkpoints" / step_dir_name(0) if args.as_run else Path(args.out)
     if args.format == "torch":
         from faceflow.export.torch_import import import_torch_checkpoint
 
-        config = import_torch_checkpoint(args.pth, args.network, args.out, args.embedding_size)
+        config = import_torch_checkpoint(args.pth, args.network, checkpoint, args.embedding_size)
         extra = f" {config['network_kwargs']}" if config.get("network_kwargs") else ""
-        print(f"{args.out}: imported {args.pth} as {args.network}{extra}, embedding_size {config['embedding_size']}")
-        return 0
-    if args.parity_images < 1:
-        raise FaceflowError(f"--parity-images: must be >= 1, got {args.parity_images}")
-    images = bin_faces(args.images, args.parity_images) if args.images else drawn_faces(args.parity_images)
-    if args.format == "onnx":
-        from faceflow.export.onnx_import import import_onnx_checkpoint
-
-        parity = import_onnx_checkpoint(args.model, args.network, args.out, images, args.embedding_size)
-        source = args.model
+        line = f"imported {args.pth} as {args.network}{extra}, embedding_size {config['embedding_size']}"
     else:
-        from faceflow.export.mxnet_import import import_mxnet_checkpoint
+        if args.parity_images < 1:
+            raise FaceflowError(f"--parity-images: must be >= 1, got {args.parity_images}")
+        images = bin_faces(args.images, args.parity_images) if args.images else drawn_faces(args.parity_images)
+        if args.format == "onnx":
+            from faceflow.export.onnx_import import import_onnx_checkpoint
 
-        parity = import_mxnet_checkpoint(args.prefix, args.epoch, args.network, args.out, images, args.embedding_size)
-        source = f"{args.prefix}-{args.epoch:04d}.params"
-    print(f"{args.out}: imported {source} as {args.network}; "
-          f"max_abs_diff {parity.max_abs_diff:.3g}, min_cosine {parity.min_cosine:.10f} on {parity.images} images")
+            parity = import_onnx_checkpoint(args.model, args.network, checkpoint, images, args.embedding_size)
+            source = args.model
+        else:
+            from faceflow.export.mxnet_import import import_mxnet_checkpoint
+
+            parity = import_mxnet_checkpoint(args.prefix, args.epoch, args.network, checkpoint, images,
+                                             args.embedding_size)
+            source = f"{args.prefix}-{args.epoch:04d}.params"
+        line = (f"imported {source} as {args.network}; max_abs_diff {parity.max_abs_diff:.3g}, "
+                f"min_cosine {parity.min_cosine:.10f} on {parity.images} images")
+    if args.as_run:
+        write_manifest(args.out, 0)
+    print(f"{checkpoint}: {line}")
     return 0

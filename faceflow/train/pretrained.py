@@ -7,7 +7,6 @@ runtime's embeddings on a few drawn faces, like `faceflow import`.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,8 @@ from typing import Any
 import numpy as np
 
 from faceflow.errors import ConfigError
+from faceflow.export.model_files import model_format, mxnet_epoch
 
-PRETRAINED_FORMATS = ("faceflow", "torch", "onnx", "mxnet")
-_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-_PARAMS = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
 PARITY_FACES = 2
 
 
@@ -28,36 +25,6 @@ class Pretrained:
 
     state: dict[str, np.ndarray]
     description: str
-
-
-def pretrained_format(path: str) -> str:
-    """Which of PRETRAINED_FORMATS `path` is (no file is opened but to look for MXNet epochs)."""
-    where = Path(path)
-    if where.is_dir():
-        if not (where / "state.json").is_file():
-            raise ConfigError(f"pretrained: {path} is a directory but not a faceflow checkpoint (no state.json)")
-        return "faceflow"
-    if where.suffix in _TORCH_SUFFIXES and where.is_file():
-        return "torch"
-    if where.suffix == ".onnx" and where.is_file():
-        return "onnx"
-    if _mxnet_epoch(path) is not None:
-        return "mxnet"
-    raise ConfigError(f"pretrained: {path}: no such checkpoint directory, .pth/.pt, .onnx or MXNet prefix "
-                      f"(PREFIX-symbol.json + PREFIX-NNNN.params)")
-
-
-def _mxnet_epoch(path: str) -> tuple[str, int] | None:
-    """(prefix, epoch) of an MXNet model given as PREFIX (its newest epoch) or as PREFIX-NNNN.params."""
-    match = _PARAMS.match(path)
-    if match and Path(path).is_file():
-        return match["prefix"], int(match["epoch"])
-    prefix = Path(path)
-    if not Path(f"{path}-symbol.json").is_file() or not prefix.parent.is_dir():
-        return None
-    epochs = sorted(int(m["epoch"]) for p in prefix.parent.iterdir()
-                    if (m := _PARAMS.match(str(prefix.parent / p.name))) and m["prefix"] == str(prefix))
-    return (str(path), epochs[-1]) if epochs else None
 
 
 def _setting(config: dict[str, Any], key: str) -> Any:
@@ -78,7 +45,7 @@ def load_pretrained(path: str, config: dict[str, Any]) -> Pretrained:
     from faceflow.export.imported_state import model_state
     from faceflow.export.parity import compare, drawn_faces, normalised_nchw, oneflow_embeddings, raw_nchw, require
 
-    kind = pretrained_format(path)
+    kind = model_format(path, "pretrained")
     network, kwargs = config["network"], dict(config.get("network_kwargs") or {})
     check = None
     if kind == "faceflow":
@@ -105,7 +72,7 @@ def load_pretrained(path: str, config: dict[str, Any]) -> Pretrained:
         from faceflow.export.mxnet_export import mxnet_embeddings
         from faceflow.export.mxnet_import import import_mxnet
 
-        prefix, epoch = _mxnet_epoch(path)
+        prefix, epoch = mxnet_epoch(path)
         model, found = import_mxnet(prefix, epoch, network)
         what = f"MXNet model (epoch {epoch})"
         check = lambda faces: mxnet_embeddings(prefix, epoch, raw_nchw(faces))  # noqa: E731

@@ -1,6 +1,7 @@
 # Shared set-up: validate config/config.yaml against the schema, build the run plan, path helpers.
 # Every decision lives in faceflow.workflow; the functions here only turn the plan into paths.
 import os
+import re
 
 from faceflow.workflow.session import load_plan
 
@@ -16,6 +17,15 @@ wildcard_constraints:
     run="[A-Za-z0-9_.-]+",
     step="[0-9]+",
     bench="lfw|cfp_fp|agedb_30",
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly `names` (one that matches nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+TRAINED_RUNS = name_pattern(PLAN.runs)
+IMPORTED_MODELS = name_pattern(PLAN.models)
 
 
 def dataset_files(name):
@@ -45,16 +55,16 @@ def checkpoints_dir(wildcards):
 
 
 def run_bench_data(wildcards):
-    """The OFRecord validation directory of a benchmark of a run's dataset."""
-    dataset = PLAN.runs[wildcards.run].dataset
+    """The OFRecord validation directory of a benchmark of a run's (or model's) dataset."""
+    dataset = PLAN.dataset_of(wildcards.run)
     return f"results/ofrecord/{dataset}/val/{wildcards.bench}"
 
 
 def validation_results():
-    """results/runs/{run}/validation/step_NNNNNN/{bench}.json for every run, checkpoint and benchmark."""
+    """results/runs/{run}/validation/step_NNNNNN/{bench}.json for every run and model, checkpoint and benchmark."""
     return [
         f"results/runs/{run}/validation/step_{step}/{bench}.json"
-        for run in PLAN.runs
+        for run in PLAN.evaluated()
         for step in PLAN.validation_steps(run)
         for bench in PLAN.benchmarks
     ]
@@ -72,8 +82,8 @@ def export_files():
 
 
 def export_outputs():
-    """Export files of every run."""
-    return expand(export_files(), run=list(PLAN.runs))
+    """Export files of every run and model."""
+    return expand(export_files(), run=PLAN.evaluated())
 
 
 def export_inputs(wildcards):
@@ -86,6 +96,11 @@ def export_inputs(wildcards):
             for step in PLAN.validation_steps(wildcards.run)
         ]
     return inputs
+
+
+def manifests():
+    """The train.json of every run and model (a model's is written by its import job)."""
+    return expand("results/runs/{run}/train.json", run=PLAN.evaluated())
 
 
 def report_outputs():
