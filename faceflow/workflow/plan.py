@@ -21,7 +21,7 @@ from faceflow.train.config import total_steps as total_training_steps
 
 # run key -> training-config key (`faceflow train --set KEY=VALUE`); the rest are workflow-only
 _RUN_TO_TRAIN = {
-    "network": "network", "embedding_size": "embedding_size", "dropout": "dropout",
+    "network": "network", "embedding_size": "embedding_size", "network_kwargs": "network_kwargs", "dropout": "dropout",
     "loss": "loss", "margins": "margins", "fc_mode": "fc_mode", "sample_rate": "sample_rate",
     "partial_fc_momentum": "partial_fc_momentum", "partial_fc_fused_sampler": "partial_fc_fused_sampler",
     "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
