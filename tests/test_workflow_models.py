@@ -75,13 +75,13 @@ def test_published_model_gets_a_row_in_the_report_beside_a_trained_run(tmp_path,
     config = yaml.safe_load(config_file.read_text())
     config["models"] = {"zoo_mbf": {"path": str(tmp_path / "backbone.pth"), "network": "mbf"}}
     config_file.write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "--cores", "2", "all")
+    result = snakemake(workdir, "--cores", "2", "validate", "report")  # export: planned below, run elsewhere
     assert result.returncode == 0, result.stdout[-4000:]
     run_dir = workdir / "results" / "runs" / "zoo_mbf"
-    assert (run_dir / "export" / "model.onnx").is_file() and (run_dir / "checkpoints" / "step_000000").is_dir()
+    assert (run_dir / "checkpoints" / "step_000000").is_dir() and (run_dir / "train.json").is_file()
     accuracy = pd.read_csv(workdir / "results" / "report" / "accuracy.csv")
     assert set(accuracy["run"]) == {"tiny", "zoo_mbf"}
     assert accuracy[accuracy["run"] == "zoo_mbf"]["step"].tolist() == [0]
     assert "zoo_mbf" in (workdir / "results" / "report" / "report.md").read_text()
     again = snakemake(workdir, "-n", "all")
-    assert "Nothing to be done" in again.stdout or not job_counts(again.stdout), again.stdout
+    assert job_counts(again.stdout) == {"export_model": 2, "all": 1}, again.stdout  # imported once, trained once
