@@ -37,5 +37,6 @@ def torch_reference():
     work = reference_models([spec("r18", "r18", 1, ("fold", "preserve", "dynamo")),
                              spec("r18_legacy", "r18", 1, legacy=True, wrapped=True),
                              spec("mbf", "mbf", 2, ("fold",)),
+                             spec("mbf_tiny", "mbf", 4, blocks=[1, 1, 1], scale=1),
                              spec("r50", "r50", 3)], normalised_nchw(faces))
     return work, faces

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from cli_support import one_line_error
 from faceflow.checkpoint import load_backbone, read_checkpoint_meta
 from faceflow.cli.main import main as faceflow_main
 from faceflow.errors import FaceflowError
@@ -74,19 +75,13 @@ def test_normalisation_inside_the_graph_is_folded_and_a_fixed_batch_is_fed_in_ch
     assert compare(np.load(work / "r18.npy"), ours).min_cosine >= MIN_COSINE
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    return err
-
-
 def test_wrong_network_suggests_the_graphs_own(torch_reference, tmp_path, capsys):
     work, _ = torch_reference
     out = tmp_path / "out" / "step_000000"
     assert faceflow_main(["import", "onnx", str(work / "r18_fold.onnx"), str(out), "--network", "r34"]) == 1
-    assert "use --network r18" in _one_line_error(capsys)
+    assert "use --network r18" in one_line_error(capsys)
     assert faceflow_main(["import", "onnx", str(work / "mbf_fold.onnx"), str(out), "--network", "r18"]) == 1
-    assert "use --network mbf" in _one_line_error(capsys)
+    assert "use --network mbf" in one_line_error(capsys)
     assert not out.exists()
 
 

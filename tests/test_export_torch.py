@@ -13,6 +13,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
+from cli_support import one_line_error
 from faceflow.checkpoint import load_backbone
 from faceflow.cli.main import main as faceflow_main
 from faceflow.errors import DataFormatError
@@ -21,14 +22,15 @@ from faceflow.export.torch_import import import_torch
 from faceflow.export.torch_pickle import read_state_dict, read_torch_file
 
 
-@pytest.mark.parametrize("name,kwargs", [("r18", None), ("mbf", {"trunk_scale": 2})])
-def test_imported_backbone_gives_pytorchs_embeddings(torch_reference, tmp_path, capsys, name, kwargs):
+@pytest.mark.parametrize("name,network,kwargs", [("r18", "r18", None), ("mbf", "mbf", {"trunk_scale": 2}),
+                                                  ("mbf_tiny", "mbf", {"trunk_scale": 1, "blocks": [1, 1, 1, 1]})])
+def test_imported_backbone_gives_pytorchs_embeddings(torch_reference, tmp_path, capsys, name, network, kwargs):
     work, faces = torch_reference
     out = tmp_path / "imported" / "step_000000"
-    assert faceflow_main(["import", "torch", str(work / f"{name}.pth"), str(out), "--network", name]) == 0
-    assert f"as {name}" in capsys.readouterr().out
+    assert faceflow_main(["import", "torch", str(work / f"{name}.pth"), str(out), "--network", network]) == 0
+    assert f"as {network}" in capsys.readouterr().out
     model, config, step = load_backbone(out)
-    assert (config["network"], config["embedding_size"], config.get("network_kwargs"), step) == (name, 64, kwargs, 0)
+    assert (config["network"], config["embedding_size"], config.get("network_kwargs"), step) == (network, 64, kwargs, 0)
     parity = compare(np.load(work / f"{name}.npy"), oneflow_embeddings(model, normalised_nchw(faces)))
     assert parity.min_cosine >= MIN_COSINE, parity
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
@@ -51,25 +53,19 @@ def test_legacy_format_and_training_checkpoint_wrapper_read_like_the_zip(torch_r
     assert read_torch_file(work / "r18_legacy.pth")["epoch"] == 3
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    return err
-
-
 def test_wrong_network_or_embedding_size_names_the_key(torch_reference, tmp_path, capsys):
     work, _ = torch_reference
     out = tmp_path / "out" / "step_000000"
     assert faceflow_main(["import", "torch", str(work / "r18.pth"), str(out), "--network", "r34"]) == 1
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "layer1.2.bn1.weight" in err and "use --network r18" in err
     assert faceflow_main(["import", "torch", str(work / "mbf.pth"), str(out), "--network", "r50"]) == 1
-    assert "use --network mbf" in _one_line_error(capsys)
+    assert "use --network mbf" in one_line_error(capsys)
     assert faceflow_main(["import", "torch", str(work / "r18.pth"), str(out), "--network", "mbf"]) == 1
-    assert "use --network r18" in _one_line_error(capsys)
+    assert "use --network r18" in one_line_error(capsys)
     assert faceflow_main(["import", "torch", str(work / "r18.pth"), str(out), "--network", "r18",
                           "--embedding-size", "32"]) == 1
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "fc.weight has shape (64, 25088)" in err and "(32, 25088)" in err
     assert not out.exists()
 
@@ -170,7 +166,7 @@ def test_pickle_asking_for_code_is_refused_and_nothing_runs(tmp_path, capsys, fm
         path.write_bytes(b"".join(pickle.dumps(part, protocol=2) for part in
                                   (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}, payload)))
     assert faceflow_main(["import", "torch", str(path), str(tmp_path / "out"), "--network", "r18"]) == 1
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert f"{os.system.__module__}.system" in err and "refused" in err and "nothing was run" in err
     assert not marker.exists() and not (tmp_path / "out").exists()
     with zipfile.ZipFile(tmp_path / "eval.pth", "w") as archive:

@@ -138,7 +138,8 @@ def main(spec_path: str) -> None:
     spec = json.load(open(spec_path))
     torch.manual_seed(spec["seed"])
     network, embedding = spec["network"], spec["embedding_size"]
-    model = MobileFaceNet(embedding) if network == "mbf" else IResNet(UNITS[network], embedding)
+    model = (MobileFaceNet(embedding, spec.get("blocks", (4, 6, 2)), spec.get("scale", 2)) if network == "mbf"
+             else IResNet(UNITS[network], embedding))
     randomise(model, spec["seed"])
     state = model.state_dict()
     payload = {"epoch": 3, "state_dict_backbone": state, "lr": 0.1} if spec.get("wrapped") else state

@@ -1,8 +1,11 @@
 """PyTorch for the model-exchange tests: a venv of its own (Python 3.11, torch 2.13.0 CPU, onnx, onnxscript
 for torch's ONNX exporters), built once under ~/.cache/faceflow-tests/ outside the repo, and a runner for
-`torch_reference_nets.py` in it whose outputs are cached there too. Skips, printing why, only when the venv cannot be built."""
+`torch_reference_nets.py` in it whose outputs are cached there too. Skips, printing why, only when the venv cannot be built.
+`make test`'s workers share both: a file lock makes the first one build while the others wait."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -10,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -36,17 +40,41 @@ def _base_python() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    """Held while building the venv or a reference directory (pytest-xdist workers build each only once)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _venv_ready(python: Path) -> bool:
+    marker = VENV / "faceflow-pins.json"
+    return python.exists() and marker.is_file() and json.loads(marker.read_text()) == list(PINS)
+
+
 def torch_python() -> Path:
     """The venv's python with PINS installed (built on first use; a half-built venv is never used)."""
-    python, marker = VENV / "bin" / "python", VENV / "faceflow-pins.json"
-    if python.exists() and marker.is_file() and json.loads(marker.read_text()) == list(PINS):
+    python = VENV / "bin" / "python"
+    if _venv_ready(python):
         return python
+    with _cache_lock():
+        if not _venv_ready(python):
+            _build_venv()
+    return python
+
+
+def _build_venv() -> None:
+    """Build VENV beside it under a .partial name, then rename it (the caller holds the lock)."""
     base = _base_python()
     if base is None:
         _skip("no Python 3.11 here (the PyTorch 2.13.0 CPU wheel on this machine is for 3.11)")
     partial = VENV.with_name(VENV.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
     build = subprocess.run([base, "-m", "venv", str(partial)], capture_output=True, text=True)
     if build.returncode == 0:
         build = subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "-q", *PINS],
@@ -57,7 +85,6 @@ def torch_python() -> Path:
     (partial / "faceflow-pins.json").write_text(json.dumps(list(PINS)))
     shutil.rmtree(VENV, ignore_errors=True)
     partial.rename(VENV)
-    return python
 
 
 def reference_models(specs: list[dict], images: np.ndarray) -> Path:
@@ -68,6 +95,14 @@ def reference_models(specs: list[dict], images: np.ndarray) -> Path:
     if done.is_dir():
         return done
     python = torch_python()
+    with _cache_lock():
+        if not done.is_dir():
+            _write_references(python, specs, images, done)
+    return done
+
+
+def _write_references(python: Path, specs: list[dict], images: np.ndarray, done: Path) -> None:
+    """Run torch_reference_nets.py into a .partial directory, then rename it to `done` (the caller holds the lock)."""
     partial = done.with_name(done.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -82,4 +117,3 @@ def reference_models(specs: list[dict], images: np.ndarray) -> Path:
     ran = subprocess.run([str(python), str(SCRIPT), *map(str, paths)], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr[-3000:]
     partial.rename(done)
-    return done

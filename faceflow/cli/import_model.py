@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 
 from faceflow.export.parity import MIN_COSINE, bin_faces, drawn_faces
-
-NETWORKS_HELP = "faceflow backbone: r18 r34 r50 r100 r200 mbf"
+from faceflow.models.registry import list_models
 
 
 def _add_common(parser: argparse.ArgumentParser, parity: bool, size_from: str) -> None:
@@ -13,7 +12,7 @@ def _add_common(parser: argparse.ArgumentParser, parity: bool, size_from: str) -
     parser.add_argument("--as-run", action="store_true",
                         help="OUT is a run directory: write OUT/checkpoints/step_000000 and the manifest OUT/train.json, "
                         "so validation, export and the report treat the model as a finished run")
-    parser.add_argument("--network", required=True, help=NETWORKS_HELP)
+    parser.add_argument("--network", required=True, help=f"faceflow backbone: {' '.join(list_models())}")
     parser.add_argument("--embedding-size", type=int, default=None, help=f"embedding size (default: read from {size_from})")
     if parity:
         parser.add_argument("--images", metavar="BIN", help="verification .bin for the parity check (default: drawn faces)")

@@ -2,8 +2,10 @@
 
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
-Before that, OUT's checkpoints are checked against the config (faceflow.train.resume): same training
-settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside.
+Before that, every combination that cannot run is refused (faceflow.train.rules: the device, the world
+size, the data's OFRecord parts), and OUT's checkpoints are checked against the config
+(faceflow.train.resume): same training settings resume, changed ones stop with an error or, with
+--restart-if-changed, are set aside.
 """
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faceflow.errors import FaceflowError
+from faceflow.errors import ConfigError, FaceflowError
 from faceflow.runtime.lifetime import child_env
 from faceflow.train import worker
 from faceflow.train.metrics import TrainLog
 from faceflow.train.resume import prepare_out_dir
+from faceflow.train.rules import check_gpus, check_run, check_train_data
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,13 +46,24 @@ def _worker_args(args: argparse.Namespace, out_dir: Path) -> list[str]:
     return argv
 
 
+def _device(requested: str) -> str:
+    """The device the run trains on; only a config that may use CUDA imports OneFlow here to look for it."""
+    if requested == "cpu":
+        return requested
+    from faceflow.runtime.device import resolve_device
+
+    try:
+        return resolve_device(requested)
+    except RuntimeError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
-    """The config and the world size, after failing early when the data cannot be shared by that many processes.
+    """The config and the world size, after refusing what cannot run, before any worker process starts.
 
-    Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given.
+    Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given, and
+    `device: auto` to the device it resolves to on this node, so that every rank trains on the same one.
     """
-    from faceflow.data.pipeline import check_parts_divisible
-
     if args.nnodes < 1 or (args.nproc_per_node is not None and args.nproc_per_node < 1):
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
@@ -58,7 +72,16 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
-    check_parts_divisible(config["train_data"], world)
+    device = _device(config["device"])
+    if device != config["device"]:
+        args.overrides.append(f"device={device}")
+        config["device"] = device
+    check_run(config, world, device)
+    if device == "cuda":
+        from faceflow.runtime.device import visible_gpus
+
+        check_gpus(args.nproc_per_node, visible_gpus())
+    check_train_data(config, world)
     return config, world
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from faceflow.errors import ConfigError
 
-MODEL_FORMATS = ("faceflow", "torch", "onnx", "mxnet")
+IMPORT_FORMATS = ("torch", "onnx", "mxnet")  # published formats `faceflow import` reads
+MODEL_FORMATS = ("faceflow", *IMPORT_FORMATS)
 TORCH_SUFFIXES = (".pth", ".pt")
 _PARAMS = re.compile(r"^(?P<prefix>.+)-(?P<epoch>\d{4})\.params$")
 

@@ -17,6 +17,11 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def visible_gpus() -> int:
+    """Number of CUDA devices this process can use (0 without CUDA)."""
+    return int(flow.cuda.device_count()) if flow.cuda.is_available() else 0
+
+
 def wait_for_queued_work() -> None:
     """Block until every operation queued on OneFlow's runtime has run (ops return before they compute:
     a step's loss is ready while its backward and update still run, random init kernels trail the seed)."""

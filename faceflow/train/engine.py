@@ -22,7 +22,7 @@ from faceflow.checkpoint import (MANIFEST, latest_checkpoint, read_checkpoint_me
 from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError
 from faceflow.runtime.affinity import pin_local_rank
-from faceflow.runtime.device import (all_ranks_placement, local_rank, local_world_size, resolve_device,
+from faceflow.runtime.device import (all_ranks_placement, local_rank, local_world_size, rank, resolve_device,
                                      wait_for_queued_work, world_size)
 from faceflow.train.amp import DynamicLossScaler
 from faceflow.train.config import total_steps
@@ -30,6 +30,7 @@ from faceflow.train.graph import TrainGraph
 from faceflow.train.metrics import SpeedMeter, TrainLog, speed_line
 from faceflow.train.optimizer import build_optimizer
 from faceflow.train.resume import find_conflict
+from faceflow.train.rules import check_run
 from faceflow.train.schedule import build_scheduler, learning_rate
 
 Batches = Iterator[tuple[flow.Tensor, flow.Tensor]]
@@ -82,13 +83,14 @@ class Trainer:
         self.batch_factory = batches
         self.device = resolve_device(config["device"])
         self.world = world_size()
+        check_run(config, self.world, self.device)  # `faceflow train` checked this before starting the processes
         self.cpus = (pin_local_rank(local_rank(), local_world_size())
                      if self.device == "cpu" and config["cpu_affinity"] else None)
-        self.is_writer = flow.env.get_rank() == 0  # device.rank() reads RANK, which oneflow sets to -1
+        self.is_writer = rank() == 0
         self.placement = all_ranks_placement(self.device)
         self.total = total_steps(config, self.world)
         self.global_batch = config["batch_size"] * self.world
-        self.amp = bool(config["fp16"]) and self.device == "cuda"
+        self.amp = bool(config["fp16"])  # check_run refuses fp16 off CUDA
         self.log = TrainLog(self.out_dir, self.is_writer)
         self.checkpoints = self.out_dir / "checkpoints"
         self.losses: list[float] = []
@@ -281,8 +283,6 @@ class Trainer:
                              f"{'graph' if self.graph is not None else 'eager'} on {self.device}"
                              f"{' with AMP' if self.amp else ''}"
                              f"{', each process pinned to its share of the CPUs' if self.cpus else ''}")
-        if self.config["fp16"] and not self.amp:
-            self.log.message(f"note: fp16 (AMP) is CUDA-only; training in float32 on {self.device}")
         validate = self._validator()
         batches = self.batch_factory(self.config, self.placement, start)
         self._loop(start, batches, validate)

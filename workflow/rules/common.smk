@@ -3,6 +3,7 @@
 import os
 import re
 
+from faceflow.eval.benchmark_names import benchmark_pattern
 from faceflow.workflow.session import load_plan
 
 PLAN = load_plan(
@@ -16,7 +17,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
     run="[A-Za-z0-9_.-]+",
     step="[0-9]+",
-    bench="lfw|cfp_fp|agedb_30",
+    bench=benchmark_pattern(),
 
 
 def name_pattern(names):
