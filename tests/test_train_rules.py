@@ -29,6 +29,7 @@ PFC = {"fc_mode": "partial_fc", "sample_rate": 0.5}
 # (keys set, the key the message starts with, another key the message names)
 REFUSED = [
     ({"graph": True, **PFC}, "fc_mode", "graph"),
+    ({"graph": True, "freeze_backbone_steps": 5}, "freeze_backbone_steps", "graph"),
     ({"partial_fc_fused_sampler": True, "device": "cpu", **PFC}, "partial_fc_fused_sampler", "device"),
     ({"partial_fc_fused_sampler": True, "device": "cuda"}, "partial_fc_fused_sampler", "fc_mode"),
     ({"fp16": True, "device": "cpu"}, "fp16", "device"),
@@ -63,6 +64,7 @@ def test_what_can_run_passes() -> None:
     for values in ({"device": "cuda", "fp16": True, "partial_fc_fused_sampler": True, **PFC},
                    {"graph": True, "fc_mode": "model_parallel"}, {"loss": "combined", "margins": {"s": 32}},
                    {"network": "mbf", "network_kwargs": {"width_mult": 0.5, "blocks": [1, 1, 1, 1]}},
+                   {"network": "mbf", "network_kwargs": {"trunk_scale": 2}, "freeze_backbone_steps": 5},
                    {"lr_schedule": "poly", "warmup_steps": 99}, {"epochs": 1.5, "max_steps": None}):
         validate_config(_config(**values))
 

@@ -123,7 +123,11 @@ KEYS: tuple[Key, ...] = (
     Key("embedding_size", 128, "int", ">0", run="embedding_size", doc="embedding dimension"),
     Key("dropout", 0.0, "number", "[0,1)", run="dropout", doc="dropout before the embedding FC"),
     Key("network_kwargs", {}, "mapping", run="network_kwargs",
-        doc="backbone options (parameters of its factory, e.g. mbf blocks, width_mult)"),
+        doc="backbone options (parameters of its factory, e.g. mbf blocks, width_mult, trunk_scale)"),
+    Key("pretrained", None, "str", nullable=True, run="pretrained",
+        doc="fine-tune: backbone weights from a faceflow checkpoint, .pth, ONNX or MXNet prefix (fresh head)"),
+    Key("freeze_backbone_steps", 0, "int", ">=0", run="freeze_backbone_steps",
+        doc="fine-tune: the first N steps train only the head (eager only)"),
     Key("train_data", None, "str", nullable=True, doc="OFRecord training directory (the workflow sets it)"),
     Key("bad_images", "fail", "str", choices=BAD_IMAGE_POLICIES, run="bad_images", resume_free=True,
         doc="a training record OneFlow cannot decode stops the run (fail) or is left out and counted (skip); "

@@ -88,6 +88,12 @@ def _graph_partial_fc(config: Config) -> None:
                           "or use fc_mode: model_parallel with graph: true")
 
 
+def _graph_freeze(config: Config) -> None:
+    if config["graph"] and config["freeze_backbone_steps"]:
+        raise ConfigError("freeze_backbone_steps: needs graph: false (a compiled graph cannot stop updating "
+                          "the backbone)")
+
+
 def _validation(config: Config) -> None:
     for name, path in config["val_benchmarks"].items():
         if not isinstance(path, str):
@@ -99,7 +105,7 @@ def _validation(config: Config) -> None:
 
 STATIC_RULES: tuple[Callable[[Config], None], ...] = (
     _length, _lr_steps, _warmup_before_lr_steps, _margins, _network_kwargs, _partial_fc_keys,
-    _graph_partial_fc, _validation,
+    _graph_partial_fc, _graph_freeze, _validation,
 )
 
 

@@ -5,13 +5,13 @@
 rule make_report:
     input:
         validation=validation_results(),
-        manifests=expand("results/runs/{run}/train.json", run=list(PLAN.runs)),
+        manifests=manifests(),
     output:
         csv="results/report/accuracy.csv",
         md="results/report/report.md",
         html="results/report/report.html",
     params:
-        runs=",".join(sorted(PLAN.runs)),
+        runs=",".join(sorted(PLAN.evaluated())),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
         out=lambda wildcards, output: os.path.dirname(output.csv),
     log:
