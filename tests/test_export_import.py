@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_support import one_line_error
 from export_samples import insightface_mxnet_model, random_backbone
 from faceflow.checkpoint import load_backbone
 from faceflow.cli.main import main as faceflow_main
@@ -64,24 +65,18 @@ def test_export_then_import_round_trip(tmp_path):
     assert compare(oneflow_embeddings(model, batch), oneflow_embeddings(imported, batch)).min_cosine >= MIN_COSINE
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    return err
-
-
 def test_wrong_network_or_shapes_are_clear_errors(tmp_path, capsys):
     prefix = insightface_mxnet_model("mbf", EMBEDDING, tmp_path / "mbf" / "model", epoch=1)
     out = tmp_path / "out" / "step_000000"
     assert faceflow_main(["import", "mxnet", str(prefix), "1", str(out), "--network", "r18"]) == 1
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "arg:conv0_weight" in err and "--network" in err
     assert faceflow_main(["import", "mxnet", str(prefix), "1", str(out), "--network", "mbf",
                           "--embedding-size", "8"]) == 1
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "arg:pre_fc1_weight" in err and "(16, 512)" in err and "(8, 512)" in err
     assert faceflow_main(["import", "mxnet", str(prefix), "2", str(out), "--network", "mbf"]) == 1
-    assert "model-0002.params: no such file" in _one_line_error(capsys)
+    assert "model-0002.params: no such file" in one_line_error(capsys)
     assert not out.exists()
 
 

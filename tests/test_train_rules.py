@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from data_layer_samples import jpeg
+from faceflow.data.ofrecord import PartsWriter, serialize_train_record
 from faceflow.errors import ConfigError
 from faceflow.train.config import DEFAULTS, validate_config
 from faceflow.train.rules import check_gpus, check_run, check_train_data
@@ -27,6 +29,7 @@ PFC = {"fc_mode": "partial_fc", "sample_rate": 0.5}
 # (keys set, the key the message starts with, another key the message names)
 REFUSED = [
     ({"graph": True, **PFC}, "fc_mode", "graph"),
+    ({"graph": True, "freeze_backbone_steps": 5}, "freeze_backbone_steps", "graph"),
     ({"partial_fc_fused_sampler": True, "device": "cpu", **PFC}, "partial_fc_fused_sampler", "device"),
     ({"partial_fc_fused_sampler": True, "device": "cuda"}, "partial_fc_fused_sampler", "fc_mode"),
     ({"fp16": True, "device": "cpu"}, "fp16", "device"),
@@ -61,6 +64,7 @@ def test_what_can_run_passes() -> None:
     for values in ({"device": "cuda", "fp16": True, "partial_fc_fused_sampler": True, **PFC},
                    {"graph": True, "fc_mode": "model_parallel"}, {"loss": "combined", "margins": {"s": 32}},
                    {"network": "mbf", "network_kwargs": {"width_mult": 0.5, "blocks": [1, 1, 1, 1]}},
+                   {"network": "mbf", "network_kwargs": {"trunk_scale": 2}, "freeze_backbone_steps": 5},
                    {"lr_schedule": "poly", "warmup_steps": 99}, {"epochs": 1.5, "max_steps": None}):
         validate_config(_config(**values))
 
@@ -83,9 +87,10 @@ def test_run_rules_need_the_world_size() -> None:
 
 
 def _ofrecord(directory: Path, parts: int) -> Path:
-    directory.mkdir(parents=True)
-    for index in range(parts):
-        (directory / f"part-{index:05d}").write_bytes(b"")
+    """`parts` parts of one real record each (faceflow train decodes every record before it starts)."""
+    with PartsWriter(directory, parts) as writer:
+        for index in range(parts):
+            writer.write(serialize_train_record(jpeg(index, 112), index))
     (directory / "meta.json").write_text(json.dumps({"classes": 10, "records": 100}))
     return directory
 

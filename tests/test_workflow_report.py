@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from report_samples import IMPORTED, ijb_record, write_results
@@ -163,3 +165,24 @@ def test_bad_run_files_are_one_line_errors_naming_the_file(tmp_path: Path, capsy
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(path) in err and words in err, (path, err)
         path.write_text(original)
+
+
+def test_report_reads_what_faceflow_ijb_writes(tmp_path: Path) -> None:
+    """The IJB tables from a result `faceflow ijb` itself wrote (a tiny synthetic IJB-C, block-mean features)."""
+    from faceflow.data import synth
+    from faceflow.data.synth_ijb import write_benchmark
+    from faceflow.eval.ijb import evaluate_ijb, write_result
+
+    write_benchmark(tmp_path / "ijb" / "IJBC", "IJBC", np.arange(5000, 5006), partial(synth.identity_params, 0), seed=0)
+    result = evaluate_ijb(tmp_path / "ijb", "IJBC", lambda batch: batch.reshape(len(batch), 3, 14, 8, 14, 8)
+                          .mean(axis=(3, 5)).reshape(len(batch), -1), progress=False)
+    results = write_results(tmp_path / "results")
+    write_result(result, results / "runs" / "r50_arcface" / "ijb" / "IJBC.json")
+    assert faceflow_main(["report", str(results), "--out", str(results / "report"), "--runs", RUNS]) == 0
+    tables = _tables((results / "report" / "report.md").read_text())
+    cells = [f"{100 * tar:.2f}{'*' if float(far) < result['min_far'] else ''}"
+             for far, tar in result["tar_at_far"].items()]
+    assert f"| r50_arcface | IJBC | {' | '.join(cells)} | {result['auc']:.4f} |" in tables[3]
+    top_k = result["identification"]["mean"]["top_k"]
+    assert any(line.startswith(f"| r50_arcface | IJBC | {100 * top_k['top1']:.2f} |") for line in tables[4])
+    assert "IJB ROC" in (results / "report" / "report.html").read_text()

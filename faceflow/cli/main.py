@@ -10,14 +10,16 @@ from faceflow.errors import FaceflowError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("faceflow.cli.synth", "draw the built-in synthetic face dataset (InsightFace layout)"),
     "index": ("faceflow.cli.index", "rebuild train.idx by scanning train.rec"),
+    "align": ("faceflow.cli.align", "align a folder-per-identity tree of photos to 112x112 crops (5 landmarks)"),
     "pack": ("faceflow.cli.pack", "pack a folder-per-identity image tree into an InsightFace dataset"),
     "convert": ("faceflow.cli.convert", "convert rec|bin to OFRecord parts"),
     "download": ("faceflow.cli.download", "fetch a dataset (http/https/file URL), verify sha256, unpack"),
     "train": ("faceflow.cli.train", "train a face recognition model from a YAML config"),
     "keys": ("faceflow.cli.keys", "list the training-config keys (defaults, allowed values, workflow run keys)"),
     "validate": ("faceflow.cli.validate", "verification accuracy of a checkpoint on LFW/CFP-FP/AgeDB-30"),
+    "ijb": ("faceflow.cli.ijb", "IJB-B / IJB-C 1:1 TAR@FAR (and 1:N) of a checkpoint or ONNX model"),
     "export": ("faceflow.cli.export", "export a checkpoint to onnx|mxnet"),
-    "import": ("faceflow.cli.import_model", "import an InsightFace MXNet model as a faceflow checkpoint"),
+    "import": ("faceflow.cli.import_model", "import an MXNet, arcface_torch (.pth) or ONNX model as a faceflow checkpoint"),
     "report": ("faceflow.cli.report", "accuracy tables and plots (CSV, Markdown, HTML) from run outputs"),
 }
 

@@ -1,4 +1,4 @@
-"""Cheap checks and re-encoding of encoded images (JPEG passes through unchanged).
+"""Cheap checks, decoding and re-encoding of encoded images (JPEG passes through unchanged).
 
 The JPEG check is structural (SOI marker at the start, EOI at the end), cheap enough to run on
 every record of a large conversion; other formats are fully decoded with PIL.
@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
+
+from faceflow.errors import DataFormatError
 
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
@@ -34,9 +37,9 @@ def image_problem(data: bytes) -> str | None:
     return None
 
 
-def to_jpeg(data: bytes, quality: int = 95) -> bytes:
-    """`data` unchanged when it is a JPEG, else decoded and re-encoded as an RGB JPEG."""
-    if is_jpeg(data):
+def to_jpeg(data: bytes, quality: int = 95, reencode: bool = False) -> bytes:
+    """`data` unchanged when it is a JPEG (unless `reencode`), else decoded and re-encoded as an RGB JPEG."""
+    if is_jpeg(data) and not reencode:
         return data
     with Image.open(io.BytesIO(data)) as im:
         out = io.BytesIO()
@@ -48,3 +51,16 @@ def image_size_of_bytes(data: bytes) -> tuple[int, int]:
     """(height, width) of an encoded image, from its header."""
     with Image.open(io.BytesIO(data)) as im:
         return im.height, im.width
+
+
+def decode_rgb(data: bytes, source: str) -> np.ndarray:
+    """An encoded image as H x W x 3 uint8 RGB, turned upright by its EXIF orientation (as OpenCV's imread
+    does); DataFormatError naming `source` when it cannot be decoded."""
+    problem = image_problem(data)
+    if problem is None:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        except Exception as err:  # PIL raises several types for corrupt data
+            problem = f"undecodable image ({type(err).__name__}: {str(err)[:60]})"
+    raise DataFormatError(f"{source}: {problem}")

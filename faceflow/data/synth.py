@@ -1,8 +1,10 @@
 """The built-in synthetic face dataset: InsightFace layout (train.rec/.idx/property) plus lfw.bin,
-cfp_fp.bin and agedb_30.bin on identities disjoint from training, byte-identical for a seed.
+cfp_fp.bin and agedb_30.bin, and IJB-style benchmarks in the released layout under ijb/IJBC and ijb/IJBB
+(`synth_ijb.py`), all on identities disjoint from training, byte-identical for a seed.
 
 Identity `i` is drawn from its own random stream (seed, i): training uses ids 0..classes-1, each
-benchmark its own pool of ids after them (`verification_pairs` tells which ids each pair holds).
+benchmark its own pool of ids after them (`verification_pairs` tells which ids each pair holds; `ijb_pool`
+which ids an IJB benchmark holds).
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ from PIL import Image, ImageFilter
 
 from faceflow.data.atomic import atomic_dir
 from faceflow.data.recordio import write_insightface_dataset
+from faceflow.data.synth_ijb import DEFAULT_IDENTITIES, IJB_DIR, write_benchmark
 from faceflow.data.synth_faces import render_faces, sample_identity, sample_nuisance, stack_identities
 from faceflow.data.verification_bin import write_bin
+from faceflow.eval.ijb_layout import TARGETS
 from faceflow.errors import FaceflowError
 from faceflow.eval.benchmark_names import BENCHMARKS
 
@@ -34,6 +38,7 @@ JPEG_QUALITY = 95
 RENDER_RES = 64
 BATCH = 128
 OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(f"{b}.bin" for b in BENCHMARKS)
+OUTPUT_NAMES = OUTPUT_FILES + (IJB_DIR,)
 
 _IDENTITY_STREAM, _TRAIN_STREAM, _PAIR_STREAM, _BENCH_STREAM = 1, 2, 3, 4
 _Item, _Result = TypeVar("_Item"), TypeVar("_Result")
@@ -63,6 +68,7 @@ class SynthSummary:
     num_classes: int
     train_images: int
     pairs: int
+    ijb_images: dict[str, int]
     seconds: float
 
 
@@ -75,6 +81,12 @@ def benchmark_pool(bench: str, num_classes: int, pairs: int) -> np.ndarray:
     """Identity ids a benchmark draws from: after the training ids, one disjoint block per benchmark."""
     size = max(pairs // 2, 2)
     return num_classes + BENCHMARKS.index(bench) * size + np.arange(size)
+
+
+def ijb_pool(target: str, num_classes: int, pairs: int, identities: int) -> np.ndarray:
+    """Identity ids of an IJB benchmark: after the verification pools, one disjoint block per target."""
+    start = num_classes + len(BENCHMARKS) * max(pairs // 2, 2)
+    return start + list(TARGETS).index(target) * identities + np.arange(identities)
 
 
 def verification_pairs(bench: str, num_classes: int, pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +188,7 @@ def benchmark_images(bench: str, num_classes: int, pairs: int, seed: int,
     return images, issame
 
 
-def check_arguments(num_classes: int, per_class: int, pairs: int) -> None:
+def check_arguments(num_classes: int, per_class: int, pairs: int, ijb_identities: int = DEFAULT_IDENTITIES) -> None:
     """Reject sizes the layout or the 10-fold protocol cannot use (FaceflowError naming the option)."""
     if num_classes < 2:
         raise FaceflowError(f"--classes: need at least 2 identities, got {num_classes}")
@@ -184,13 +196,16 @@ def check_arguments(num_classes: int, per_class: int, pairs: int) -> None:
         raise FaceflowError(f"--per-class: need at least 1 image per identity, got {per_class}")
     if pairs < 20 or pairs % 2:
         raise FaceflowError(f"--pairs: need an even number >= 20 (10 folds, half same), got {pairs}")
+    if ijb_identities != 0 and ijb_identities < 4:
+        raise FaceflowError(f"--ijb-identities: need 0 (no IJB sets) or at least 4 (two per gallery), "
+                            f"got {ijb_identities}")
 
 
 def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FaceflowError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_FILES)
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES)
         if foreign:
             raise FaceflowError(f"{out_dir}: not empty and not a synthetic dataset (holds {foreign[0]}); refusing to replace it")
 
@@ -202,12 +217,14 @@ def generate_dataset(
     pairs: int = DEFAULT_PAIRS,
     seed: int = DEFAULT_SEED,
     workers: int | None = None,
+    ijb_identities: int = DEFAULT_IDENTITIES,
 ) -> SynthSummary:
     """Draw the dataset into a temporary directory next to `out_dir`, then rename it into place.
 
     Batches are drawn in `workers` processes (default: every usable CPU); the bytes are the same for any count.
+    `ijb_identities` identities per IJB benchmark (0: none).
     """
-    check_arguments(num_classes, per_class, pairs)
+    check_arguments(num_classes, per_class, pairs, ijb_identities)
     workers = default_workers() if workers is None else workers
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -217,5 +234,10 @@ def generate_dataset(
         for bench in BENCHMARKS:
             images, issame = benchmark_images(bench, num_classes, pairs, seed, workers)
             write_bin(tmp / f"{bench}.bin", images, issame)
+        ijb_images = {}
+        for target in TARGETS if ijb_identities else ():
+            ijb_images[target] = write_benchmark(
+                tmp / IJB_DIR / target, target, ijb_pool(target, num_classes, pairs, ijb_identities),
+                partial(identity_params, seed), seed, partial(_ordered_map, workers=workers))
         os.chmod(tmp, 0o755)
-    return SynthSummary(out_dir, num_classes, num_classes * per_class, pairs, time.perf_counter() - started)
+    return SynthSummary(out_dir, num_classes, num_classes * per_class, pairs, ijb_images, time.perf_counter() - started)

@@ -1,7 +1,9 @@
-"""Raw-pixel cosine baseline of a verification `.bin`: what accuracy needs no learning at all.
+"""Raw-pixel cosine baselines of a verification `.bin` and of an IJB benchmark: what accuracy needs no
+learning at all.
 
 Embedding = the flattened pixels in model scaling `(x - 127.5) / 127.5` (image and its flip), scored
-with the standard protocol; the synthetic sets are built so this stays at or below 0.75.
+with the standard protocol (IJB: on the aligned crops); the synthetic `.bin` sets are built so this stays at
+or below 0.75.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from faceflow.data.verification_bin import read_bin
+from faceflow.eval.ijb import evaluate_ijb
 from faceflow.eval.verification import VerificationResult, evaluate_embeddings
 
 
@@ -32,3 +35,13 @@ def raw_pixel_result(bin_path: str | Path) -> VerificationResult:
 def raw_pixel_baseline(bin_path: str | Path) -> float:
     """Mean 10-fold accuracy of the raw-pixel embedding on one `.bin`."""
     return raw_pixel_result(bin_path).accuracy
+
+
+def pixel_embed(batch: np.ndarray) -> np.ndarray:
+    """The IJB embedding function of the baseline: a normalised NCHW batch flattened to (N, 3 * H * W)."""
+    return np.ascontiguousarray(batch).reshape(len(batch), -1)
+
+
+def raw_pixel_ijb(ijb_dir: str | Path, target: str) -> dict:
+    """The IJB result (as `faceflow ijb` writes it) of the raw-pixel embedding."""
+    return evaluate_ijb(ijb_dir, target, pixel_embed, progress=False, model={"format": "raw pixels"})

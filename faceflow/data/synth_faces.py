@@ -149,36 +149,61 @@ def _paint(img: np.ndarray, mask: np.ndarray, colour) -> None:
     img += diff
 
 
-def _grid(res: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates of a res x res grid in 112-pixel units, centred on the image."""
-    axis = (np.arange(res, dtype=np.float32) - (res - 1) / 2.0) * np.float32(SIZE / res)
+def _grid(res: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates of a res x res grid covering `size` pixels (112-pixel units), centred on the image."""
+    axis = (np.arange(res, dtype=np.float32) - (res - 1) / 2.0) * np.float32(size / res)
     return axis[None, None, :], axis[None, :, None]
 
 
-def render_faces(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray], rng: np.random.Generator, res: int = 64) -> np.ndarray:
-    """Draw a batch of faces at res x res, upsample to 112 and add sensor noise; uint8 (B, 112, 112, 3).
+def render_faces(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray], rng: np.random.Generator, res: int = 64,
+                 size: int = SIZE) -> np.ndarray:
+    """Draw a batch of faces at res x res, upsample to `size` and add sensor noise; uint8 (B, size, size, 3).
 
-    Blur is left to the encoder (PIL).
+    The face is as large as in a 112 x 112 image: a larger `size` shows more of its surroundings (the loose crops
+    of the synthetic IJB set). Blur is left to the encoder (PIL).
     """
-    small = _draw(ident, nuis, res)
-    if res != SIZE:
-        small = np.stack([np.asarray(Image.fromarray(im).resize((SIZE, SIZE), Image.BICUBIC)) for im in small])
+    small = _draw(ident, nuis, res, size)
+    if res != size:
+        small = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in small])
     noisy = small.astype(np.float32)
-    noisy += _noise(rng, len(noisy)) * nuis["noise"][:, None, None, None]
+    noisy += _noise(rng, len(noisy), size) * nuis["noise"][:, None, None, None]
     noisy += 0.5
     return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
 
-def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Unit Gaussian noise (n, 112, 112, 3): random crops of a small bank (cheaper than fresh draws)."""
-    bank = rng.standard_normal((4, SIZE + 48, SIZE + 48, 3), dtype=np.float32)
+# depth of each landmark's drawing layer (`layer_u` in _draw): eyes, nose, mouth corners
+_LANDMARK_DEPTH = np.array([16.0, 16.0, 24.0, 18.0, 18.0], np.float32)
+
+
+def face_landmarks(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray], size: int = SIZE) -> np.ndarray:
+    """The five InsightFace landmarks (B, 5, 2) of the faces `render_faces` draws at `size`: iris centres, the
+    nose tip between the nostrils, the mouth corners; (x, y) pixels, left/right as seen in the image."""
+    eye_u, eye_v = ident["eye_dx"], ident["eye_v"]
+    nose_v = eye_v + ident["nose_len"] + 5.0
+    mouth_u = ident["mouth_w"] - 0.7  # where the lips' coverage falls to one half
+    mouth_v = ident["mouth_v"] - (ident["smile"] + nuis["smile"]) * np.square(mouth_u)
+    zero = np.zeros_like(eye_u)
+    u = np.stack([-eye_u, eye_u, zero, -mouth_u, mouth_u], axis=1)
+    v = np.stack([eye_v, eye_v, nose_v, mouth_v, mouth_v], axis=1)
+    yaw = nuis["yaw"][:, None]
+    u0 = u * (0.55 + 0.45 * np.cos(yaw)) + np.sin(yaw) * _LANDMARK_DEPTH
+    c, s, sc = (x[:, None] for x in (np.cos(nuis["rot"]), np.sin(nuis["rot"]), nuis["scale"]))
+    centre = (size - 1) / 2.0
+    x = sc * (c * u0 - s * v) + nuis["tx"][:, None] + centre
+    y = sc * (s * u0 + c * v) + nuis["ty"][:, None] + centre
+    return np.stack([x, y], axis=2).astype(np.float32)
+
+
+def _noise(rng: np.random.Generator, n: int, size: int = SIZE) -> np.ndarray:
+    """Unit Gaussian noise (n, size, size, 3): random crops of a small bank (cheaper than fresh draws)."""
+    bank = rng.standard_normal((4, size + 48, size + 48, 3), dtype=np.float32)
     pick, oy, ox = rng.integers(0, 4, n), rng.integers(0, 48, n), rng.integers(0, 48, n)
-    return np.stack([bank[k, y:y + SIZE, x:x + SIZE] for k, y, x in zip(pick, oy, ox)])
+    return np.stack([bank[k, y:y + size, x:x + size] for k, y, x in zip(pick, oy, ox)])
 
 
-def _draw(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray], res: int) -> np.ndarray:
+def _draw(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray], res: int, size: int = SIZE) -> np.ndarray:
     """The face drawing proper: uint8 (B, res, res, 3) without noise."""
-    px, py = _grid(res)
+    px, py = _grid(res, size)
     n = len(nuis["tx"])
     age = nuis["age"]
     c, s, sc = np.cos(nuis["rot"]), np.sin(nuis["rot"]), nuis["scale"]

@@ -1,1 +1,1 @@
-"""Verification evaluation: the LFW/CFP-FP/AgeDB-30 protocol, embedding with flips, benchmark validation."""
+"""Evaluation: the verification protocol (LFW/CFP-FP/AgeDB-30) with flip embeddings, benchmark validation, and IJB-B/IJB-C 1:1 and 1:N."""

@@ -34,3 +34,16 @@ def fold_gamma(gamma: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float,
     new_var = (var.astype(np.float64) + eps) / gamma**2 - eps
     return UnitGammaStats(mean=(sign * mean).astype(np.float32), var=new_var.astype(np.float32),
                           sign=sign.astype(np.float32))
+
+
+def unit_gamma_head(state: dict[str, np.ndarray], eps: float, bn: str = "fc1", linear: str = "pre_fc1") -> None:
+    """Rewrite `state` so BatchNorm `bn` (faceflow's frozen-gamma embedding BN) has gamma 1 and gives the same
+    output: its statistics absorb gamma, and a negative gamma flips the matching rows of `linear` feeding it."""
+    gamma = state[f"{bn}.weight"]
+    if np.allclose(gamma, 1.0, rtol=0, atol=1e-7):
+        return
+    folded = fold_gamma(gamma, state[f"{bn}.running_mean"], state[f"{bn}.running_var"], eps, bn)
+    state[f"{bn}.weight"] = np.ones_like(gamma)
+    state[f"{bn}.running_mean"], state[f"{bn}.running_var"] = folded.mean, folded.var
+    state[f"{linear}.weight"] = state[f"{linear}.weight"] * folded.sign[:, None]
+    state[f"{linear}.bias"] = state[f"{linear}.bias"] * folded.sign

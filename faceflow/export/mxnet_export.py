@@ -18,7 +18,7 @@ from faceflow.export.mxnet_runtime import mx
 from faceflow.runtime.flow import nn
 
 from faceflow.errors import FaceflowError
-from faceflow.export.batchnorm_fold import fold_gamma
+from faceflow.export.batchnorm_fold import unit_gamma_head
 from faceflow.export.mxnet_names import batchnorm_layers, mxnet_param_map
 from faceflow.export.mxnet_symbol import BatchNormSpec, iresnet_symbol, mobilefacenet_symbol
 from faceflow.export.parity import Parity, compare, normalised_nchw, oneflow_embeddings, raw_nchw, require
@@ -61,31 +61,22 @@ def backbone_symbol(model: nn.Module, state: dict[str, np.ndarray]) -> mx.sym.Sy
             if match:
                 stage, block = int(match.group(1)), int(match.group(2))
                 blocks[stage] = max(blocks.get(stage, 0), block + 1)
-        channels = (state["conv_1.conv2d.weight"].shape[0], state["dconv_23.conv_sep.conv2d.weight"].shape[0],
-                    state["dconv_34.conv_sep.conv2d.weight"].shape[0], state["conv_6sep.conv2d.weight"].shape[0])
+        c128 = int(state["dconv_23.conv_sep.conv2d.weight"].shape[0])
+        trunk_scale = int(state["dconv_34.conv_proj.conv2d.weight"].shape[0]) // c128
+        channels = (int(state["conv_1.conv2d.weight"].shape[0]) // trunk_scale, c128,
+                    int(state["dconv_34.conv_sep.conv2d.weight"].shape[0]), int(state["conv_6sep.conv2d.weight"].shape[0]))
         stem = getattr(model, "conv_2_dw", None)
         stem_stride = 2 * int(stem.conv2d.stride[0]) if stem is not None else 2
-        return mobilefacenet_symbol(embedding_size, bn, tuple(blocks[s] for s in (2, 3, 4, 5)),
-                                    tuple(int(c) for c in channels), stem_stride=stem_stride)
+        return mobilefacenet_symbol(embedding_size, bn, tuple(blocks[s] for s in (2, 3, 4, 5)), channels,
+                                    stem_stride=stem_stride, trunk_scale=trunk_scale)
     raise FaceflowError("backbone is neither IResNet (conv0) nor MobileFaceNet (conv_1): no InsightFace symbol")
-
-
-def _fix_fc1_gamma(model: nn.Module, state: dict[str, np.ndarray]) -> None:
-    gamma = state["fc1.weight"]
-    if np.allclose(gamma, 1.0, rtol=0, atol=1e-7):
-        return
-    folded = fold_gamma(gamma, state["fc1.running_mean"], state["fc1.running_var"], float(model.fc1.eps), "fc1")
-    state["fc1.running_mean"], state["fc1.running_var"] = folded.mean, folded.var
-    state["fc1.weight"] = np.ones_like(gamma)
-    state["pre_fc1.weight"] = state["pre_fc1.weight"] * folded.sign[:, None]
-    state["pre_fc1.bias"] = state["pre_fc1.bias"] * folded.sign
 
 
 def mxnet_params(model: nn.Module) -> tuple[mx.sym.Symbol, dict[str, mx.nd.NDArray], dict[str, mx.nd.NDArray]]:
     """(symbol, arg_params, aux_params) of the backbone, shapes checked against the symbol."""
     model.eval()
     state = {key: value.detach().cpu().numpy().astype(np.float32) for key, value in model.state_dict().items()}
-    _fix_fc1_gamma(model, state)
+    unit_gamma_head(state, float(model.fc1.eps))
     symbol = backbone_symbol(model, state)
     args: dict[str, mx.nd.NDArray] = {}
     aux: dict[str, mx.nd.NDArray] = {}

@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from faceflow.runtime.flow import flow, nn
+from faceflow.runtime.flow import nn
 
-from faceflow.checkpoint import write_checkpoint_dir
 from faceflow.errors import FaceflowError
-from faceflow.export.batchnorm_fold import fold_gamma, shift_eps
+from faceflow.export.imported_state import conform_batchnorm, fill_state, input_scale, load_state, write_checked_import
 from faceflow.export.mxnet_export import EMBEDDING_OUTPUT, mxnet_embeddings
 from faceflow.export.mxnet_names import batchnorm_layers, mxnet_param_map
 from faceflow.export.mxnet_runtime import mx
-from faceflow.export.parity import Parity, compare, normalised_nchw, oneflow_embeddings, raw_nchw, require
+from faceflow.export.parity import Parity, raw_nchw
 
-FACEFLOW_MEAN = 127.5
-FACEFLOW_SCALE = 1.0 / 127.5
 _SCALAR_OPS = {"_minus_scalar", "_plus_scalar", "_mul_scalar", "_div_scalar", "_copy", "identity"}
-_STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
 
 @dataclass(frozen=True)
@@ -73,12 +68,7 @@ def _input_scale(nodes: list[dict[str, Any]], symbol_file: Path) -> tuple[float,
         current, steps = consumer, steps + (op not in ("_copy", "identity"))
     if steps == 0:
         return 1.0, consumer
-    # conv input = a * x + b with x = 127.5 * u + 127.5 (u: faceflow input) = 127.5 a u + (127.5 a + b)
-    offset = FACEFLOW_MEAN * a + b
-    if abs(offset) > 1e-4 * max(1.0, abs(b)):
-        raise FaceflowError(f"{symbol_file}: input normalisation a*x+b with a={a:g}, b={b:g} does not subtract "
-                            f"{FACEFLOW_MEAN}; it cannot be folded into faceflow's (x-127.5)/127.5 input")
-    return a / FACEFLOW_SCALE, consumer
+    return input_scale(a, b, str(symbol_file)), consumer
 
 
 def read_symbol_facts(symbol_file: Path) -> SymbolFacts:
@@ -137,66 +127,27 @@ def import_mxnet(prefix: str | os.PathLike, epoch: int, network: str,
     model.eval()
     mapping = mxnet_param_map(model)
     needed = _embedding_params(symbol, symbol_file)
-    state = {key: value.numpy() for key, value in model.state_dict().items()}
+    source = {f"{kind}:{name}": values[name] for kind, values in (("arg", args), ("aux", aux))
+              for name in values if name in needed}
+    state = fill_state(model, network, {key: param.key for key, param in mapping.items()}, source, str(params_file))
+    missing = sorted(layer for layer in batchnorm_layers(model) if layer not in facts.bn_eps)
+    if missing:
+        raise FaceflowError(f"{symbol_file}: no BatchNorm node named {missing[0]}")
     for key, param in mapping.items():
-        source = args if param.kind == "arg" else aux
-        if param.name not in source:
-            raise FaceflowError(f"{params_file}: network {network} needs {param.key} {tuple(state[key].shape)}, "
-                                f"which the MXNet model lacks (is --network right?)")
-        value = source[param.name].astype(np.float32)
-        if value.shape != state[key].shape:
-            raise FaceflowError(f"{params_file}: {param.key} has shape {value.shape} but network {network} with "
-                                f"embedding_size {embedding_size} expects {tuple(state[key].shape)}")
-        state[key] = value
-    unused = sorted(needed - {p.name for p in mapping.values()})
-    if unused:
-        raise FaceflowError(f"{params_file}: parameter {unused[0]} has no place in network {network} "
-                            f"({len(unused)} unused; is --network right?)")
-    _absorb_batchnorm(model, state, facts, symbol_file)
+        if key.endswith(".weight") and facts.bn_fix_gamma.get(param.layer):
+            state[key] = np.ones_like(state[key])
+    conform_batchnorm(model, state, lambda path: facts.bn_eps[path.replace(".", "_")])
     first = next(key for key, p in mapping.items() if p.name == facts.first_conv_weight)
     state[first] = state[first] * np.float32(facts.input_scale)
-    model.load_state_dict({k: flow.tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
+    load_state(model, state)
     config = {"network": network, "embedding_size": int(embedding_size),
               "imported_from": f"{prefix}-{epoch:04d}.params"}
     return model, config
-
-
-def _absorb_batchnorm(model: nn.Module, state: dict[str, np.ndarray], facts: SymbolFacts, symbol_file: Path) -> None:
-    prefixes = {path.replace(".", "_"): path for path, _ in model.named_modules()}
-    for layer, module in batchnorm_layers(model).items():
-        if layer not in facts.bn_eps:
-            raise FaceflowError(f"{symbol_file}: no BatchNorm node named {layer}")
-        path = prefixes[layer]
-        gamma_key, var_key = f"{path}.weight", f"{path}.running_var"
-        if facts.bn_fix_gamma[layer]:
-            state[gamma_key] = np.ones_like(state[gamma_key])
-        state[var_key] = shift_eps(state[var_key], facts.bn_eps[layer], float(module.eps))
-    fc1_gamma_fixed = not model.fc1.weight.requires_grad
-    if fc1_gamma_fixed and not np.allclose(state["fc1.weight"], 1.0, rtol=0, atol=1e-7):
-        folded = fold_gamma(state["fc1.weight"], state["fc1.running_mean"], state["fc1.running_var"],
-                            float(model.fc1.eps), "fc1")
-        state["fc1.weight"] = np.ones_like(state["fc1.weight"])
-        state["fc1.running_mean"], state["fc1.running_var"] = folded.mean, folded.var
-        state["pre_fc1.weight"] = state["pre_fc1.weight"] * folded.sign[:, None]
-        state["pre_fc1.bias"] = state["pre_fc1.bias"] * folded.sign
-
-
-def write_imported_checkpoint(model: nn.Module, config: dict[str, Any], out: str | os.PathLike,
-                              state: dict[str, Any]) -> Path:
-    """Write `model` as the faceflow checkpoint directory `out` (atomically, through `write_checkpoint_dir`)."""
-    out = Path(out)
-    match = _STEP_DIR.match(out.name)
-    step = int(match.group(1)) if match else 0
-    return write_checkpoint_dir(out, step, config, state,
-                                lambda tmp: flow.save(model.state_dict(), str(tmp / "backbone")))
 
 
 def import_mxnet_checkpoint(prefix: str | os.PathLike, epoch: int, network: str, out: str | os.PathLike,
                             images: np.ndarray, embedding_size: int | None = None) -> Parity:
     """Import, check the embeddings against MXNet's own on `images`, then write the checkpoint `out`."""
     model, config = import_mxnet(prefix, epoch, network, embedding_size)
-    parity = require(compare(mxnet_embeddings(prefix, epoch, raw_nchw(images)),
-                             oneflow_embeddings(model, normalised_nchw(images))), f"{out} (import of {prefix})")
-    write_imported_checkpoint(model, config, out, {"epoch": int(epoch), "world_size": 1,
-                                                   "imported": parity.as_dict()})
-    return parity
+    return write_checked_import(model, config, out, images,
+                                lambda batch: mxnet_embeddings(prefix, epoch, raw_nchw(batch)), {"epoch": int(epoch)})

@@ -129,24 +129,26 @@ def _mbf_residual(data, num_block: int, num_out: int, num_group: int, name: str,
 def mobilefacenet_symbol(embedding_size: int, bn: BatchNormSpec = insightface_bn("mbf"),
                          blocks: tuple[int, ...] = MBF_BLOCKS, channels: tuple[int, ...] = MBF_CHANNELS,
                          input_mean: float = INPUT_MEAN, input_scale: float = INPUT_SCALE,
-                         stem_stride: int = 2) -> mx.sym.Symbol:
+                         stem_stride: int = 2, trunk_scale: int = 1) -> mx.sym.Symbol:
     """MobileFaceNet (fmobilefacenet, fc_type GDC, `net_blocks` = blocks); output `fc1_output`.
 
-    `stem_stride` 4 is faceflow's quick variant (strided `conv_2_dw`, GDC kernel of the smaller map).
+    `stem_stride` 4 is faceflow's quick variant (strided `conv_2_dw`, GDC kernel of the smaller map);
+    `trunk_scale` multiplies the channels between bottlenecks (see `faceflow.models.mobilefacenet`).
     """
     c64, c128, c256, c512 = channels
+    t64, t128 = c64 * trunk_scale, c128 * trunk_scale
     body = _normalised_input(input_mean, input_scale)
-    body = _mbf_conv(body, c64, 3, 2, 1, 1, "conv_1", bn, act=True)
+    body = _mbf_conv(body, t64, 3, 2, 1, 1, "conv_1", bn, act=True)
     if blocks[0] == 1:
-        body = _mbf_conv(body, c64, 3, stem_stride // 2, 1, c64, "conv_2_dw", bn, act=True)
+        body = _mbf_conv(body, t64, 3, stem_stride // 2, 1, c64, "conv_2_dw", bn, act=True)
     else:
-        body = _mbf_residual(body, blocks[0], c64, c64, "res_2", bn)
-    body = _mbf_dresidual(body, c64, 2, c128, "dconv_23", bn)
-    body = _mbf_residual(body, blocks[1], c64, c128, "res_3", bn)
-    body = _mbf_dresidual(body, c128, 2, c256, "dconv_34", bn)
-    body = _mbf_residual(body, blocks[2], c128, c256, "res_4", bn)
-    body = _mbf_dresidual(body, c128, 2, c512, "dconv_45", bn)
-    body = _mbf_residual(body, blocks[3], c128, c256, "res_5", bn)
+        body = _mbf_residual(body, blocks[0], t64, c64, "res_2", bn)
+    body = _mbf_dresidual(body, t64, 2, c128, "dconv_23", bn)
+    body = _mbf_residual(body, blocks[1], t64, c128, "res_3", bn)
+    body = _mbf_dresidual(body, t128, 2, c256, "dconv_34", bn)
+    body = _mbf_residual(body, blocks[2], t128, c256, "res_4", bn)
+    body = _mbf_dresidual(body, t128, 2, c512, "dconv_45", bn)
+    body = _mbf_residual(body, blocks[3], t128, c256, "res_5", bn)
     body = _mbf_conv(body, c512, 1, 1, 0, 1, "conv_6sep", bn, act=True)
     body = _mbf_conv(body, c512, gdc_kernel(stem_stride), 1, 0, c512, "conv_6dw7_7", bn, act=False)
     body = mx.sym.FullyConnected(data=body, num_hidden=embedding_size, name="pre_fc1")

@@ -11,8 +11,10 @@ Knobs: `blocks` (InsightFace `net_blocks`, default (1, 4, 6, 2); blocks[0] > 1 t
 residual stage `res_2`), `width_mult` (scales every channel count, rounded to a multiple of 8;
 1.0 is the standard network) and `stem_stride` (2 is the standard network; 4 makes `conv_2_dw` strided,
 so every later layer runs on a quarter of the pixels and the GDC kernel shrinks to the 4x4 map left
-of a 112x112 input: about 3x the training speed on CPU, for quick demo runs). `fc1` is a fix_gamma
-BatchNorm (weight fixed at 1).
+of a 112x112 input: about 3x the training speed on CPU, for quick demo runs) and `trunk_scale`
+(arcface_torch's `scale`: multiplies the channels between the bottlenecks, not their expansion widths nor
+conv_6sep; `conv_2_dw` then keeps its unscaled group count; arcface_torch's `mbf` is trunk_scale 2).
+`fc1` is a fix_gamma BatchNorm (weight fixed at 1).
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ class MobileFaceNet(nn.Module):
     """MobileFaceNet with the GDC head (7x7 depthwise linear conv, FC, BN1d)."""
 
     def __init__(self, embedding_size: int = 128, blocks: Sequence[int] = STANDARD_BLOCKS,
-                 width_mult: float = 1.0, dropout: float = 0.0, stem_stride: int = 2) -> None:
+                 width_mult: float = 1.0, dropout: float = 0.0, stem_stride: int = 2,
+                 trunk_scale: int = 1) -> None:
         super().__init__()
         blocks = tuple(int(b) for b in blocks)
         if len(blocks) != 4 or min(blocks) < 1:
@@ -100,19 +103,22 @@ class MobileFaceNet(nn.Module):
         if stem_stride not in (2, 4) or (stem_stride == 4 and blocks[0] != 1):
             raise ConfigError(f"stem_stride: must be 2, or 4 with blocks[0] == 1 (a strided conv_2_dw), "
                               f"got {stem_stride} with blocks {list(blocks)}")
+        if not (isinstance(trunk_scale, int) and trunk_scale >= 1):
+            raise ConfigError(f"trunk_scale: must be a positive integer, got {trunk_scale!r}")
         c64, c128, c256, c512 = (_scaled(c, width_mult) for c in (64, 128, 256, 512))
-        self.conv_1 = ConvUnit(3, c64, kernel=3, stride=2, padding=1)
+        t64, t128 = c64 * trunk_scale, c128 * trunk_scale
+        self.conv_1 = ConvUnit(3, t64, kernel=3, stride=2, padding=1)
         if blocks[0] == 1:
-            self.conv_2_dw = ConvUnit(c64, c64, kernel=3, stride=stem_stride // 2, padding=1, groups=c64)
+            self.conv_2_dw = ConvUnit(t64, t64, kernel=3, stride=stem_stride // 2, padding=1, groups=c64)
         else:
-            self.res_2 = Residual(blocks[0], c64, c64)
-        self.dconv_23 = DResidual(c64, c64, c128, stride=2)
-        self.res_3 = Residual(blocks[1], c64, c128)
-        self.dconv_34 = DResidual(c64, c128, c256, stride=2)
-        self.res_4 = Residual(blocks[2], c128, c256)
-        self.dconv_45 = DResidual(c128, c128, c512, stride=2)
-        self.res_5 = Residual(blocks[3], c128, c256)
-        self.conv_6sep = ConvUnit(c128, c512)
+            self.res_2 = Residual(blocks[0], t64, c64)
+        self.dconv_23 = DResidual(t64, t64, c128, stride=2)
+        self.res_3 = Residual(blocks[1], t64, c128)
+        self.dconv_34 = DResidual(t64, t128, c256, stride=2)
+        self.res_4 = Residual(blocks[2], t128, c256)
+        self.dconv_45 = DResidual(t128, t128, c512, stride=2)
+        self.res_5 = Residual(blocks[3], t128, c256)
+        self.conv_6sep = ConvUnit(t128, c512)
         self.conv_6dw7_7 = ConvUnit(c512, c512, kernel=gdc_kernel(stem_stride), groups=c512, linear=True)
         self.dropout = nn.Dropout(p=dropout)
         self.pre_fc1 = nn.Linear(c512, embedding_size)
@@ -132,7 +138,7 @@ class MobileFaceNet(nn.Module):
 
 @register_model("mbf")
 def mbf(embedding_size: int = 512, blocks: Sequence[int] = STANDARD_BLOCKS, width_mult: float = 1.0,
-        dropout: float = 0.0, stem_stride: int = 2) -> MobileFaceNet:
+        dropout: float = 0.0, stem_stride: int = 2, trunk_scale: int = 1) -> MobileFaceNet:
     """MobileFaceNet; `build_backbone('mbf', 128)` is the common face-recognition setting."""
     return MobileFaceNet(embedding_size, blocks=blocks, width_mult=width_mult, dropout=dropout,
-                         stem_stride=stem_stride)
+                         stem_stride=stem_stride, trunk_scale=trunk_scale)

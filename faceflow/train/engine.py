@@ -44,16 +44,21 @@ class TrainingDiverged(FaceflowError):
 def pipeline_batches(config: dict[str, Any], placement: flow.placement, start_step: int) -> Batches:
     """Global (images, labels) batches, split(0) over ranks, from the OFRecord training pipeline.
 
+    OneFlow reads the checked training folder (faceflow.data.train_parts): the data itself, or a view
+    without the records its decoder cannot read (bad_images: skip).
+
     One batch is always in flight: OneFlow runs ops asynchronously, so on CUDA the next batch is read
     and decoded on the CPU while the GPU computes the step (on a CPU-only run both share the cores).
     """
     from faceflow.data.pipeline import TrainPipeline, check_parts_divisible
+    from faceflow.data.train_parts import verify_train_parts
 
-    check_parts_divisible(config["train_data"], world_size())
+    data = verify_train_parts(config["train_data"], config["bad_images"])  # checked by `faceflow train`: cached
+    check_parts_divisible(data.read_dir, world_size())
     pipeline = TrainPipeline(
-        config["train_data"], config["batch_size"], placement=placement, sbp=flow.sbp.split(0),
+        data.read_dir, config["batch_size"], placement=placement, sbp=flow.sbp.split(0),
         shuffle=config["shuffle"], shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + start_step,
-        mirror=config["mirror"], num_threads=config["num_threads"])
+        mirror=config["mirror"], num_threads=config["num_threads"], image_size=data.image_size)
     upcoming = pipeline()
     while True:
         current, upcoming = upcoming, pipeline()
@@ -102,7 +107,8 @@ class Trainer:
         self.losses: list[float] = []
 
     # ----- construction -------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, fresh: bool) -> None:
+        """Backbone, head, optimizer, schedule; a `fresh` run (no checkpoint to resume) takes `pretrained`."""
         from faceflow.heads import build_head
         from faceflow.models import build_backbone
 
@@ -114,6 +120,8 @@ class Trainer:
         np.random.seed(cfg["seed"])
         backbone = build_backbone(cfg["network"], embedding_size=cfg["embedding_size"],
                                   dropout=cfg["dropout"], **(cfg["network_kwargs"] or {}))
+        if fresh and cfg["pretrained"]:
+            self._load_pretrained(backbone)
         if self.world > 1:  # the same weights on every rank before they are declared broadcast
             with flow.no_grad():
                 for tensor in list(backbone.parameters()) + list(backbone.buffers()):
@@ -123,6 +131,8 @@ class Trainer:
         self.head = build_head(cfg, self.placement)
         wait_for_queued_work()
         self.params = [p for m in (self.backbone, self.head) for p in m.parameters() if p.requires_grad]
+        self.backbone_params = [p for p in self.backbone.parameters() if p.requires_grad]
+        self.frozen = False
         self.optimizer = build_optimizer(self.params, cfg)
         if hasattr(self.head, "bind_optimizer"):  # Partial FC swaps optimizer-state rows with its class sample
             self.head.bind_optimizer(self.optimizer, keep_momentum=cfg["partial_fc_momentum"] == "exact")
@@ -133,6 +143,24 @@ class Trainer:
         self.scaler = DynamicLossScaler(forced=forced) if self.loss_scaling and self.graph is None else None
         if self.scaler is None and forced is not None:
             self.log.message(f"note: {FORCE_OVERFLOW_ENV} only acts on eager runs with loss scaling (fp16 on CUDA)")
+
+    def _load_pretrained(self, backbone) -> None:
+        """Every rank reads `pretrained` (the same file, so the same weights and the same errors)."""
+        from faceflow.train.pretrained import load_pretrained
+
+        pretrained = load_pretrained(self.config["pretrained"], self.config)
+        backbone.load_state_dict({k: flow.tensor(v) for k, v in pretrained.state.items()})
+        self.log.message(f"backbone initialised from {pretrained.description}; the {self.config['loss']} head "
+                         f"({self.config['num_classes']} classes) starts fresh")
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Hold the backbone fixed (no gradients, BatchNorm on its running statistics) or release it."""
+        if frozen == self.frozen:
+            return
+        for param in self.backbone_params:
+            param.requires_grad = not frozen
+        self.backbone.train(not frozen)
+        self.frozen = frozen
 
     # ----- one step ------------------------------------------------------------------------
     def _eager_step(self, images: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
@@ -268,9 +296,9 @@ class Trainer:
         if self.is_writer:  # a manifest of a shorter earlier run does not describe this one
             (self.out_dir / MANIFEST).unlink(missing_ok=True)
             remove_partial_checkpoints(self.checkpoints)
-        self._build()
         start = 0
         latest = latest_checkpoint(self.checkpoints)
+        self._build(fresh=latest is None)
         if latest:
             start = self.load(latest[1])
             self.updates = start
@@ -299,7 +327,12 @@ class Trainer:
         cfg = self.config
         meter = SpeedMeter(self.global_batch)
         last_saved = latest_checkpoint(self.checkpoints)
+        freeze = cfg["freeze_backbone_steps"]
         for step in range(start, self.total):
+            if (step < freeze) != self.frozen:
+                self.freeze_backbone(step < freeze)
+                self.log.message(f"backbone frozen until step {freeze}: only the head trains" if self.frozen
+                                 else f"step {step}: backbone released, the whole network trains")
             images, labels = next(batches)
             loss = self.step(images, labels)
             if not math.isfinite(loss):

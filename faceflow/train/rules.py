@@ -88,6 +88,12 @@ def _graph_partial_fc(config: Config) -> None:
                           "or use fc_mode: model_parallel with graph: true")
 
 
+def _graph_freeze(config: Config) -> None:
+    if config["graph"] and config["freeze_backbone_steps"]:
+        raise ConfigError("freeze_backbone_steps: needs graph: false (a compiled graph cannot stop updating "
+                          "the backbone)")
+
+
 def _validation(config: Config) -> None:
     for name, path in config["val_benchmarks"].items():
         if not isinstance(path, str):
@@ -99,7 +105,7 @@ def _validation(config: Config) -> None:
 
 STATIC_RULES: tuple[Callable[[Config], None], ...] = (
     _length, _lr_steps, _warmup_before_lr_steps, _margins, _network_kwargs, _partial_fc_keys,
-    _graph_partial_fc, _validation,
+    _graph_partial_fc, _graph_freeze, _validation,
 )
 
 
@@ -145,12 +151,16 @@ def check_gpus(processes_per_node: int, gpus: int) -> None:
                           f"it shows {gpus} (CUDA_VISIBLE_DEVICES)")
 
 
-def check_train_data(config: Config, world_size: int) -> None:
-    """The run's files: OFRecord parts shared evenly by the ranks, validation benchmarks present."""
+def check_train_data(config: Config, world_size: int, read_dir: str | os.PathLike | None = None) -> None:
+    """The run's files: OFRecord parts shared evenly by the ranks, validation benchmarks present.
+
+    `read_dir` is the folder OneFlow reads when it is not train_data itself: the view that the record check
+    (faceflow.data.train_parts) makes without records and parts OneFlow cannot read.
+    """
     from faceflow.data.ofrecord import part_files
 
     data = config["train_data"]
-    parts = len(part_files(data))
+    parts = len(part_files(read_dir or data))
     if parts % world_size:
         raise ConfigError(f"train_data: {data}: {parts} OFRecord parts cannot be split evenly over {world_size} "
                           f"processes (nproc_per_node x nodes; reconvert with `faceflow convert rec ... --parts` "

@@ -2,7 +2,8 @@
 
 The schema is `workflow/schemas/config.schema.yaml` completed at load with what has one source
 elsewhere: the run properties (the training-key table, `faceflow.train.keys`, with the registries'
-network and loss names) and the benchmark names (`faceflow.eval.benchmark_names`).
+network and loss names), the `models:` entries' network, embedding size and format (the same table,
+`faceflow.export.model_files`) and the benchmark names (`faceflow.eval.benchmark_names`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import yaml
 
 from faceflow.errors import ConfigError
 from faceflow.eval.benchmark_names import BENCHMARKS, benchmark_pattern
-from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, numbers_from_strings, run_key_properties
+from faceflow.export.model_files import IMPORT_FORMATS
+from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, json_property, numbers_from_strings, run_key_properties
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -26,14 +28,22 @@ def _key_path(path: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
+# training keys a `models:` entry takes (their schema comes from the key table)
+MODEL_TRAINING_KEYS = ("network", "embedding_size")
+
+
 def _run_key_message(config: dict[str, Any], where: list[Any]) -> str | None:
-    """For a bad value of a training key in a run entry, the training check's own message (one wording)."""
-    if len(where) < 3 or where[0] != "runs" or where[2] not in RUN_KEYS:
+    """For a bad value of a training key in a run or model entry, the training check's own message (one wording)."""
+    if len(where) < 3:
+        return None
+    section, name, run_key = where[:3]
+    keys = RUN_KEYS if section == "runs" else {k: k for k in MODEL_TRAINING_KEYS} if section == "models" else {}
+    if run_key not in keys:
         return None
     try:
-        check_value(KEY_BY_NAME[RUN_KEYS[where[2]]], config["runs"][where[1]][where[2]])
+        check_value(KEY_BY_NAME[keys[run_key]], config[section][name][run_key])
     except ConfigError as err:
-        return f"runs.{where[1]}.{where[2]}: {str(err).split(': ', 1)[1]}"
+        return f"{section}.{name}.{run_key}: {str(err).split(': ', 1)[1]}"
     return None
 
 
@@ -53,7 +63,8 @@ def _describe(error: jsonschema.ValidationError, config: dict[str, Any]) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"{_key_path(where + [missing])}: required key is missing"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
-        return f"{_key_path(where)}: give exactly one of synthetic, url, path"
+        names = [name for choice in error.validator_value for name in choice.get("required", [])]
+        return f"{_key_path(where)}: give exactly one of {', '.join(names)}"
     if error.validator == "propertyNames":
         return f"{_key_path(where)}: bad name {error.instance!r} (letters, digits, _ . - only)"
     return f"{_key_path(where)}: {error.message}"
@@ -86,6 +97,10 @@ def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if clash:
         raise ConfigError(f"definitions.run.properties.{clash[0]}: also a training key; remove it from the schema file")
     run.update(generated)
+    model = schema["definitions"]["model"]["properties"]
+    for name in MODEL_TRAINING_KEYS:
+        model[name] = {**json_property(KEY_BY_NAME[name]), "description": model[name]["description"]}
+    model["format"]["enum"] = list(IMPORT_FORMATS)
     schema["definitions"]["benchmark"]["enum"] = list(BENCHMARKS)
     schema["definitions"]["dataset"]["properties"]["benchmarks"]["default"] = list(BENCHMARKS)
     schema["properties"]["export"]["properties"]["checkpoint"]["pattern"] = f"^(last|best:({benchmark_pattern()}))$"

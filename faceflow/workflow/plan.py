@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from faceflow.errors import ConfigError
+from faceflow.export.model_files import model_format, model_inputs, mxnet_epoch
 from faceflow.train.config import load_config as load_training_config
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS
 from faceflow.train.rules import check_run
@@ -28,18 +29,26 @@ _RENAMED = {name: run for run, name in RUN_KEYS.items() if run != name}
 _RENAMED_WORD = re.compile(r"\b(?:" + "|".join(map(re.escape, _RENAMED)) + r")\b")
 
 
+DATASET_SOURCES = ("synthetic", "url", "path", "ofrecord")  # the keys of a dataset entry that say where it comes from
+
+
 @dataclass(frozen=True)
 class DatasetPlan:
-    """Where a dataset comes from and how its OFRecord copy is split."""
+    """Where a dataset comes from and how its OFRecord copy is split (ready-made OFRecord keeps its parts)."""
 
     name: str
-    source: str  # synthetic | url | path
+    source: str  # one of DATASET_SOURCES
     settings: dict[str, Any]
     num_classes: int | None
     num_images: int | None
     benchmarks: tuple[str, ...]
-    parts: int
+    parts: int | None  # None for `ofrecord`: trained on as it is
     shuffle_seed: int
+
+    @property
+    def ready_made(self) -> bool:
+        """True for OFRecord data used without conversion."""
+        return self.source == "ofrecord"
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,31 @@ class RunPlan:
 
 
 @dataclass(frozen=True)
+class ModelPlan:
+    """A published model put through validation, export and the report beside the runs, never trained:
+    `faceflow import ... --as-run` makes it a run directory with one checkpoint, step 0."""
+
+    name: str
+    path: str
+    format: str  # torch | onnx | mxnet (faceflow.export.model_files)
+    network: str
+    embedding_size: int | None
+    dataset: str  # whose benchmark .bin files validate it
+
+    def inputs(self) -> list[str]:
+        """The model's files (the import job reruns when one changes)."""
+        return model_inputs(self.path, self.format)
+
+    def import_argument_string(self, out_dir: str) -> str:
+        """`faceflow import` arguments (quoted for a shell) writing the run directory `out_dir`."""
+        source = list(mxnet_epoch(self.path) or ()) if self.format == "mxnet" else [self.path]
+        args = [self.format, *map(str, source), out_dir, "--as-run", "--network", self.network]
+        if self.embedding_size is not None:
+            args += ["--embedding-size", str(self.embedding_size)]
+        return " ".join(shlex.quote(arg) for arg in args)
+
+
+@dataclass(frozen=True)
 class WorkflowPlan:
     """Datasets, runs, validation and export settings of one workflow config."""
 
@@ -102,13 +136,24 @@ class WorkflowPlan:
     export_formats: tuple[str, ...]
     export_checkpoint: str
     config: dict[str, Any] = field(repr=False, default_factory=dict)
+    models: dict[str, ModelPlan] = field(default_factory=dict)
 
     def used_datasets(self) -> list[str]:
-        """Datasets at least one run trains on (the only ones the workflow builds)."""
-        return sorted({run.dataset for run in self.runs.values()})
+        """Datasets a run trains on or a model is validated on (the only ones the workflow builds)."""
+        return sorted({entry.dataset for entry in (*self.runs.values(), *self.models.values())})
+
+    def evaluated(self) -> list[str]:
+        """Names of everything validated, exported and reported: the runs, then the models."""
+        return [*self.runs, *self.models]
+
+    def dataset_of(self, name: str) -> str:
+        """The dataset whose benchmarks validate run or model `name`."""
+        return (self.runs.get(name) or self.models[name]).dataset
 
     def validation_steps(self, run: str) -> list[str]:
-        """Zero-padded checkpoint steps of a run (the `{step}` wildcard values)."""
+        """Zero-padded checkpoint steps of a run or model (the `{step}` wildcard values)."""
+        if run in self.models:
+            return [f"{0:06d}"]
         return [f"{step:06d}" for step in self.runs[run].checkpoint_steps]
 
     def export_bench(self) -> str | None:
@@ -170,9 +215,10 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
     overrides: dict[str, Any] = {RUN_KEYS[run_key]: value for run_key, value in entry.items() if run_key in RUN_KEYS}
     num_classes, num_images = dataset_size(entry["dataset"], dataset)
     for count_key, value in (("num_classes", num_classes), ("num_images", num_images)):
-        if value is None:
+        if value is None and "ofrecord" not in dataset:  # ready-made OFRecord: counted by faceflow train's check
             raise ConfigError(f"datasets.{entry['dataset']}.{count_key}: required by {key} (see config/README.md)")
-        overrides[count_key] = value
+        if value is not None:
+            overrides[count_key] = value
     for length, other in (("max_steps", "epochs"), ("epochs", "max_steps")):
         if length in overrides and other not in overrides:  # the run's length replaces the base config's
             overrides[other] = None
@@ -200,6 +246,27 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
     )
 
 
+def _plan_model(name: str, entry: dict[str, Any], datasets: dict[str, Any], runs: dict[str, RunPlan]) -> ModelPlan:
+    key = f"models.{name}"
+    if name in runs:
+        raise ConfigError(f"{key}: {name!r} is also a run name; models and runs share results/runs/")
+    dataset = entry.get("dataset")
+    if dataset is None:
+        if len(datasets) != 1:
+            raise ConfigError(f"{key}.dataset: required when there is more than one dataset "
+                              f"({', '.join(datasets)}): whose benchmarks validate the model")
+        dataset = next(iter(datasets))
+    if dataset not in datasets:
+        raise ConfigError(f"{key}.dataset: unknown dataset {dataset!r} (datasets: {', '.join(datasets)})")
+    path = str(entry["path"])
+    found = model_format(path, f"{key}.path")
+    wanted = entry.get("format", found)
+    if found == "faceflow" or wanted != found:
+        raise ConfigError(f"{key}.path: {path} is a {found} model" + (
+            f", not {wanted}" if wanted != found else "; a faceflow checkpoint is validated with faceflow validate"))
+    return ModelPlan(name, path, found, str(entry["network"]), entry.get("embedding_size"), dataset)
+
+
 def build_plan(config: dict[str, Any]) -> WorkflowPlan:
     """The plan of a validated, default-filled workflow config; ConfigError naming the key on conflicts."""
     datasets_cfg, runs_cfg = config["datasets"], config["runs"]
@@ -221,8 +288,10 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
                 f"validation.benchmarks: {', '.join(missing)} not in datasets.{name}.benchmarks "
                 f"(used by run {users[0].name})"
             )
-        source = next(kind for kind in ("synthetic", "url", "path") if kind in entry)
+        source = next(kind for kind in DATASET_SOURCES if kind in entry)
         num_classes, num_images = dataset_size(name, entry)
+        if source == "ofrecord" and "parts" in entry:
+            raise ConfigError(f"datasets.{name}.parts: an ofrecord dataset is trained on as it is (its own parts)")
         datasets[name] = DatasetPlan(
             name=name,
             source=source,
@@ -230,9 +299,16 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
             num_classes=num_classes,
             num_images=num_images,
             benchmarks=shipped,
-            parts=ofrecord_parts([run.world_size for run in users], entry.get("parts"), f"datasets.{name}.parts"),
+            parts=None if source == "ofrecord" else
+            ofrecord_parts([run.world_size for run in users], entry.get("parts"), f"datasets.{name}.parts"),
             shuffle_seed=int(entry["shuffle_seed"]),
         )
+    models = {name: _plan_model(name, entry, datasets_cfg, runs) for name, entry in config.get("models", {}).items()}
+    for model in models.values():
+        missing = [bench for bench in benchmarks if bench not in datasets_cfg[model.dataset]["benchmarks"]]
+        if missing:
+            raise ConfigError(f"validation.benchmarks: {', '.join(missing)} not in datasets.{model.dataset}.benchmarks "
+                              f"(validates model {model.name})")
     export = config.get("export", {})
     plan = WorkflowPlan(
         datasets=datasets,
@@ -242,6 +318,7 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
         export_formats=tuple(export.get("formats", ("onnx", "mxnet"))),
         export_checkpoint=str(export.get("checkpoint", "last")),
         config=config,
+        models=models,
     )
     bench = plan.export_bench()
     if bench is not None and bench not in benchmarks:

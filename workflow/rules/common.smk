@@ -1,6 +1,7 @@
 # Shared set-up: validate config/config.yaml against the schema, build the run plan, path helpers.
 # Every decision lives in faceflow.workflow; the functions here only turn the plan into paths.
 import os
+import re
 
 from faceflow.eval.benchmark_names import benchmark_pattern
 from faceflow.workflow.session import load_plan
@@ -19,6 +20,15 @@ wildcard_constraints:
     bench=benchmark_pattern(),
 
 
+def name_pattern(names):
+    """A wildcard constraint matching exactly `names` (one that matches nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+TRAINED_RUNS = name_pattern(PLAN.runs)
+IMPORTED_MODELS = name_pattern(PLAN.models)
+
+
 def dataset_files(name):
     """Files of resources/datasets/NAME/ the workflow reads (training data and shipped .bin files)."""
     files = ["train.rec", "train.idx", "property"]
@@ -26,8 +36,13 @@ def dataset_files(name):
     return [f"resources/datasets/{name}/{file}" for file in files]
 
 
+def ofrecord_dirs(name):
+    """Folders of resources/datasets/NAME/ of a ready-made OFRecord dataset: train/ and one per benchmark."""
+    return [f"resources/datasets/{name}/{folder}" for folder in ["train", *PLAN.datasets[name].benchmarks]]
+
+
 def datasets_from(source):
-    """Plans of the datasets some run uses whose source is synthetic | url | path."""
+    """Plans of the datasets some run uses whose source is `source` (faceflow.workflow.plan.DATASET_SOURCES)."""
     return [
         PLAN.datasets[name]
         for name in PLAN.used_datasets()
@@ -36,8 +51,11 @@ def datasets_from(source):
 
 
 def run_train_data(wildcards):
-    """The OFRecord training directory of a run's dataset."""
-    return f"results/ofrecord/{PLAN.runs[wildcards.run].dataset}/train"
+    """The OFRecord training directory of a run's dataset (converted, or ready-made as it is)."""
+    dataset = PLAN.runs[wildcards.run].dataset
+    if PLAN.datasets[dataset].ready_made:
+        return f"resources/datasets/{dataset}/train"
+    return f"results/ofrecord/{dataset}/train"
 
 
 def checkpoints_dir(wildcards):
@@ -46,16 +64,18 @@ def checkpoints_dir(wildcards):
 
 
 def run_bench_data(wildcards):
-    """The OFRecord validation directory of a benchmark of a run's dataset."""
-    dataset = PLAN.runs[wildcards.run].dataset
+    """The OFRecord validation folder of a benchmark of the dataset of a run or model (converted or ready-made)."""
+    dataset = PLAN.dataset_of(wildcards.run)
+    if PLAN.datasets[dataset].ready_made:
+        return f"resources/datasets/{dataset}/{wildcards.bench}"
     return f"results/ofrecord/{dataset}/val/{wildcards.bench}"
 
 
 def validation_results():
-    """results/runs/{run}/validation/step_NNNNNN/{bench}.json for every run, checkpoint and benchmark."""
+    """results/runs/{run}/validation/step_NNNNNN/{bench}.json for every run and model, checkpoint and benchmark."""
     return [
         f"results/runs/{run}/validation/step_{step}/{bench}.json"
-        for run in PLAN.runs
+        for run in PLAN.evaluated()
         for step in PLAN.validation_steps(run)
         for bench in PLAN.benchmarks
     ]
@@ -73,8 +93,8 @@ def export_files():
 
 
 def export_outputs():
-    """Export files of every run."""
-    return expand(export_files(), run=list(PLAN.runs))
+    """Export files of every run and model."""
+    return expand(export_files(), run=PLAN.evaluated())
 
 
 def export_inputs(wildcards):
@@ -87,6 +107,11 @@ def export_inputs(wildcards):
             for step in PLAN.validation_steps(wildcards.run)
         ]
     return inputs
+
+
+def manifests():
+    """The train.json of every run and model (a model's is written by its import job)."""
+    return expand("results/runs/{run}/train.json", run=PLAN.evaluated())
 
 
 def report_outputs():

@@ -1,19 +1,21 @@
-# results/report/{accuracy.csv, report.md, report.html} from every validation result and loss curve
-# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists). --tensorboard also writes
-# each run's per-checkpoint validation as TensorBoard events in results/runs/{run}/tensorboard/checkpoints/
-# (rewritten whole each time, so a rerun never doubles a point; runs with tensorboard: false are left out).
+# results/report/{accuracy.csv, report.md, report.html} from every validation result, loss curve
+# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists) and export parity record.
+# --tensorboard also writes each run's per-checkpoint validation as TensorBoard events in
+# results/runs/{run}/tensorboard/checkpoints/ (rewritten whole each time, so a rerun never doubles a
+# point; runs with tensorboard: false are left out).
 
 
 rule make_report:
     input:
         validation=validation_results(),
-        manifests=expand("results/runs/{run}/train.json", run=list(PLAN.runs)),
+        manifests=manifests(),
+        exports=expand("results/runs/{run}/export/export.json", run=PLAN.evaluated()),
     output:
         csv="results/report/accuracy.csv",
         md="results/report/report.md",
         html="results/report/report.html",
     params:
-        runs=",".join(sorted(PLAN.runs)),
+        runs=",".join(sorted(PLAN.evaluated())),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
         out=lambda wildcards, output: os.path.dirname(output.csv),
     log:

@@ -11,6 +11,8 @@
 
 
 rule train:
+    wildcard_constraints:
+        run=TRAINED_RUNS,
     input:
         data=run_train_data,
     output:
