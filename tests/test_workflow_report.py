@@ -124,6 +124,17 @@ def test_hostile_text_is_escaped(tmp_path: Path) -> None:
     assert "&lt;" not in row and "<script>x</script> \\| a b |" in row  # one table row, the pipe escaped
 
 
+def test_odd_config_values_are_shown_as_written(tmp_path: Path) -> None:
+    results = write_results(tmp_path / "results")
+    config = results / "runs" / "mbf_cosface_pfc" / "config.yaml"
+    text = config.read_text().replace("loss: cosface", "loss: [1, 2]").replace("batch_size: 32", "batch_size: big")
+    config.write_text(text.replace("margins:\n  s: 32.0", "margins: {s: wide}"))
+    assert faceflow_main(["report", str(results), "--out", str(results / "report"), "--runs", RUNS]) == 0
+    lines = (results / "report" / "report.md").read_text().splitlines()
+    assert any(line.startswith("| mbf_cosface_pfc | trained (cpu, eager) |") and "| [1, 2] |" in line for line in lines)
+    assert "| mbf_cosface_pfc | 1 x big |" in "\n".join(lines)
+
+
 def test_wall_time_across_resumes_and_from_older_logs() -> None:
     resumed = pd.DataFrame({"step": [10, 20, 30], "time": [100.0, 110.0, 5000.0], "elapsed": [10.0, 20.0, 31.5],
                             "samples_per_sec": [50.0, 400.0, 410.0]})

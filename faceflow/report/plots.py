@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -46,6 +47,14 @@ def _legend(axes: "plt.Axes", entries: int, handles: list | None = None, labels:
         axes.legend(handles, labels, **where)
 
 
+def _step_axis(axes: "plt.Axes", steps: pd.Series) -> None:
+    """An x axis of whole steps (around a single step, matplotlib's ±0.1 margin would get ticks like 1.975)."""
+    axes.set_xlabel("step")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(steps) and steps.max() == steps.min():
+        axes.set_xlim(steps.min() - 1, steps.max() + 1)
+
+
 def accuracy_plot(accuracy: pd.DataFrame, bench: str, colours: dict[str, tuple], reference_runs: set[str]) -> str:
     """Accuracy (%) vs checkpoint step on one benchmark, a line (± std band) per run; an evaluate-only run
     (`reference_runs`, validated once) is a dashed level across the plot."""
@@ -61,7 +70,7 @@ def accuracy_plot(accuracy: pd.DataFrame, bench: str, colours: dict[str, tuple],
         steps = rows["step"].to_numpy()
         axes.plot(steps, mean, marker="o", markersize=3, color=colours[run], label=run)
         axes.fill_between(steps, mean - std, mean + std, color=colours[run], alpha=0.15, linewidth=0)
-    axes.set_xlabel("step")
+    _step_axis(axes, of_bench[~of_bench["run"].isin(reference_runs)]["step"])
     axes.set_ylabel("accuracy (%)")
     axes.set_title(f"{title(bench)}: verification accuracy")
     axes.grid(alpha=0.3)
@@ -76,7 +85,7 @@ def loss_plot(metrics: pd.DataFrame, colours: dict[str, tuple]) -> str:
     for run in runs:
         rows = metrics[metrics["run"] == run].sort_values("step")
         axes.plot(rows["step"], pd.to_numeric(rows["loss"], errors="coerce"), color=colours[run], label=run)
-    axes.set_xlabel("step")
+    _step_axis(axes, metrics["step"])
     axes.set_ylabel("loss")
     axes.set_title("training loss")
     axes.grid(alpha=0.3)

@@ -77,19 +77,21 @@ def _g(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def _mapping_text(values: dict[str, Any]) -> str:
+def _mapping_text(values: Any) -> str:
+    if not isinstance(values, dict):
+        return str(values)
     return ", ".join(f"{key} {_g(value)}" for key, value in values.items())
 
 
 def _loss_text(config: dict[str, Any]) -> str:
     loss = config.get("loss")
-    if loss is None:
-        return MISSING
+    if not isinstance(loss, str):
+        return MISSING if loss is None else str(loss)
     try:
         margins = margin_values(loss, config.get("margins"))
-    except ConfigError:  # a loss this faceflow does not know: show what the run set
+    except ConfigError:  # a loss or margins this faceflow does not know: show what the run set
         margins = config.get("margins")
-    return f"{loss} ({_mapping_text(margins)})" if margins else str(loss)
+    return f"{loss} ({_mapping_text(margins)})" if margins else loss
 
 
 def _network_text(config: dict[str, Any]) -> str:
@@ -109,8 +111,8 @@ def _batch_text(summary: RunSummary) -> str:
     batch, world = summary.config.get("batch_size"), summary.state.get("world_size")
     if batch is None or summary.evaluate_only:
         return MISSING
-    if not isinstance(world, int):
-        return f"? x {batch}"
+    if not (isinstance(world, int) and isinstance(batch, int)):
+        return f"{world if isinstance(world, int) else '?'} x {batch}"
     return f"{world} x {batch} = {world * batch}"
 
 
