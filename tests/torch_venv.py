@@ -8,25 +8,16 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pytest
+from cached_venv import CACHE, cached_venv, skip_with_reason
 
 PINS = ("torch==2.13.0", "onnx==1.17.0", "onnxscript==0.7.2")
-CACHE = Path(os.environ.get("FACEFLOW_TEST_CACHE", Path.home() / ".cache" / "faceflow-tests"))
-VENV = CACHE / "torch-venv"
 SCRIPT = Path(__file__).with_name("torch_reference_nets.py")
-
-
-def _skip(reason: str) -> None:
-    print(f"torch venv: {reason}", file=sys.stderr)
-    pytest.skip(reason)
 
 
 def _base_python() -> str | None:
@@ -42,7 +33,7 @@ def _base_python() -> str | None:
 
 @contextlib.contextmanager
 def _cache_lock() -> Iterator[None]:
-    """Held while building the venv or a reference directory (pytest-xdist workers build each only once)."""
+    """Held while writing a reference directory (pytest-xdist workers write each only once)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -52,39 +43,12 @@ def _cache_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _venv_ready(python: Path) -> bool:
-    marker = VENV / "faceflow-pins.json"
-    return python.exists() and marker.is_file() and json.loads(marker.read_text()) == list(PINS)
-
-
 def torch_python() -> Path:
     """The venv's python with PINS installed (built on first use; a half-built venv is never used)."""
-    python = VENV / "bin" / "python"
-    if _venv_ready(python):
-        return python
-    with _cache_lock():
-        if not _venv_ready(python):
-            _build_venv()
-    return python
-
-
-def _build_venv() -> None:
-    """Build VENV beside it under a .partial name, then rename it (the caller holds the lock)."""
     base = _base_python()
     if base is None:
-        _skip("no Python 3.11 here (the PyTorch 2.13.0 CPU wheel on this machine is for 3.11)")
-    partial = VENV.with_name(VENV.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    build = subprocess.run([base, "-m", "venv", str(partial)], capture_output=True, text=True)
-    if build.returncode == 0:
-        build = subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "-q", *PINS],
-                               capture_output=True, text=True)
-    if build.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        _skip(f"cannot install {' '.join(PINS)}: {(build.stderr or build.stdout).strip().splitlines()[-1:]}")
-    (partial / "faceflow-pins.json").write_text(json.dumps(list(PINS)))
-    shutil.rmtree(VENV, ignore_errors=True)
-    partial.rename(VENV)
+        skip_with_reason("no Python 3.11 here (the PyTorch 2.13.0 CPU wheel on this machine is for 3.11)")
+    return cached_venv("torch-venv", PINS, base)
 
 
 def reference_models(specs: list[dict], images: np.ndarray) -> Path:
