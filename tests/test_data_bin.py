@@ -148,6 +148,7 @@ def _evil_bins(marker) -> dict[str, tuple[bytes, str]]:
         "object array": (pickle.dumps((np.array([shell, 1], dtype=object), [True]), protocol=2),
                          "array dtype 'O8'"),
         "ndarray called": (b"\x80\x02cnumpy\nndarray\nK\x01\x85R.", "not a verification pickle (TypeError"),
+        "memo bomb": (b"\x80\x02K\x01r\x00\x00\x00\x40.", "memo index 1073741824 at byte offset 4"),
         "stand-in rewritten": (b"\x80\x02cnumpy\ndtype\n}X\x08\x00\x00\x00__call__K\x01sb.",
                                "not a verification pickle (AttributeError"),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -157,7 +158,17 @@ class _BinUnpickler(pickle.Unpickler):
         raise RefusedGlobal("a persistent id")
 
 
+def _check_memo_indexes(raw: bytes) -> None:
+    """Refuse memo indexes a pickler never writes: CPython's unpickler sizes (and zero-fills) its memo
+    to twice the largest index, so one PUT of 2^30 would take gigabytes. Picklers number memo entries
+    in order, so an index never exceeds the opcodes before it."""
+    for count, (opcode, arg, position) in enumerate(pickletools.genops(raw)):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > count:
+            raise _Malformed(f"memo index {arg} at byte offset {position}")
+
+
 def _unpickle(raw: bytes, encoding: str) -> object:
+    _check_memo_indexes(raw)
     return _BinUnpickler(io.BytesIO(raw), encoding=encoding).load()
 
 
