@@ -108,8 +108,8 @@ def run(command: list[str], code: Path) -> Run:
     """Wall time, CPU time and peak RSS of `python -m faceflow.cli.main COMMAND` with `code` first on the path."""
     env = dict(os.environ, PYTHONPATH=str(code))
     began = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "faceflow.cli.main", *command], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-m", "faceflow.cli.main", *command], env=env, cwd=code,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # -m puts the cwd first on the path
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - began

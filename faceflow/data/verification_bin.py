@@ -24,7 +24,7 @@ _DTYPES = {"u1": np.uint8, "b1": np.bool_}  # what a `.bin` array may hold: JPEG
 _LATIN1 = ("latin1", "latin-1", "iso-8859-1")
 
 
-class RefusedGlobal(pickle.UnpicklingError):
+class _RefusedGlobal(pickle.UnpicklingError):
     """A pickle asked for a global outside the `.bin` allow-list (message: `module.name`)."""
 
 
@@ -151,11 +151,11 @@ class _BinUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         found = _ALLOWED.get((module, name))
         if found is None:
-            raise RefusedGlobal(f"{module}.{name}")
+            raise _RefusedGlobal(f"{module}.{name}")
         return found
 
     def persistent_load(self, pid: object) -> object:
-        raise RefusedGlobal("a persistent id")
+        raise _RefusedGlobal("a persistent id")
 
 
 def _check_memo_indexes(raw: bytes) -> None:
@@ -209,7 +209,7 @@ def read_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
             obj = _unpickle(raw, "ASCII")
         except UnicodeDecodeError:
             obj = _unpickle(raw, "bytes")
-    except RefusedGlobal as err:
+    except _RefusedGlobal as err:
         raise DataFormatError(f"{path}: refused pickle global {err} (a .bin holds only images, uint8 arrays "
                               f"and bools; nothing was loaded or run)") from None
     except _Malformed as err:
