@@ -11,7 +11,8 @@ with a current one (check it), `convert rec` (one part).
     .venv/bin/python bench/scale.py [--images 5822653] [--classes 85742] [--baseline REV] [--repeats 1]
 
 --baseline REV runs the same commands with the `faceflow` package of git revision REV too (exported with
-`git archive`), alternating with this checkout's, and prints the ratios this/REV last.
+`git archive`), alternating with this checkout's step by step, and prints the ratios this/REV last
+(wall times follow the machine's load; CPU times, user + system of every thread, much less).
 """
 from __future__ import annotations
 
@@ -126,15 +127,13 @@ STEPS = {
 }
 
 
-def measure(data: Path, work: Path, code: Path) -> dict[str, Run]:
-    """{step: Run} of every step on dataset `data`, run with the package at `code`."""
-    results = {}
-    for step, command in STEPS.items():
-        if step == "index (rebuild)":
-            (data / "train.idx").unlink(missing_ok=True)
-        results[step] = run(command(data, work / "of"), code)
-        shutil.rmtree(work / "of", ignore_errors=True)
-    return results
+def measure(step: str, data: Path, work: Path, code: Path) -> Run:
+    """One step on dataset `data`, run with the package at `code` (its output removed afterwards)."""
+    if step == "index (rebuild)":
+        (data / "train.idx").unlink(missing_ok=True)
+    result = run(STEPS[step](data, work / "of"), code)
+    shutil.rmtree(work / "of", ignore_errors=True)
+    return result
 
 
 def export_revision(rev: str, into: Path) -> Path:
@@ -170,11 +169,13 @@ def main() -> None:
             codes[args.baseline] = export_revision(args.baseline, work / "baseline")
         found: dict[str, dict[str, dict[str, list[Run]]]] = {
             name: {which: {step: [] for step in STEPS} for which in counts} for name in codes}
+        turn = 0
         for _ in range(args.repeats):
-            for name, code in codes.items():
-                for which in counts:
-                    for step, result in measure(work / which, work, code).items():
-                        found[name][which][step].append(result)
+            for which in counts:
+                for step in STEPS:  # the code versions alternate step by step, the first one swapped each time
+                    turn += 1
+                    for name in list(codes)[::(-1) ** turn]:
+                        found[name][which][step].append(measure(step, work / which, work, codes[name]))
         load = os.getloadavg()[0]
     extra = counts["big"] - counts["small"]
     summary: dict[str, dict[str, Run]] = {}
