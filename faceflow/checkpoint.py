@@ -4,7 +4,8 @@
         backbone/      flow.save of the backbone state_dict (local tensors, written by rank 0)
         head/          flow.save of the FC head state_dict (class weights gathered to rank 0)
         optimizer/     flow.save of the optimizer state_dict (resume only)
-        state.json     {"step", "epoch", "world_size", "loss", "time"}
+        state.json     {"step", "epoch", "world_size", "loss", "time", "graph", "total_steps"}, and
+                       "loss_scale" {"scale", "good_steps"} of an eager fp16 run
         config.yaml    the resolved training config (network, embedding_size, ... )
 
     OUT/train.json  the completion manifest of a finished run: {"run", "steps", "checkpoints": [...]}

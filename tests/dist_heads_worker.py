@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from faceflow.runtime.flow import flow, nn
 
-from faceflow.heads import PartialFC, build_head
+from faceflow.heads import build_head
+from faceflow.heads.partial_fc import PartialFC
 from faceflow.runtime.device import all_ranks_placement
 
 BATCH, IN_FEATURES, EMB = 8, 16, 8

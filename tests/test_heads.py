@@ -6,10 +6,14 @@ from faceflow.runtime.flow import flow
 import pytest
 
 from faceflow.errors import ConfigError
-from faceflow.heads import LOSS_MARGINS, Margins, PartialFC, build_head, margin_logits, resolve_margins
+from faceflow.heads import build_head
+from faceflow.heads.margins import Margins, margin_logits, resolve_margins
+from faceflow.heads.partial_fc import PartialFC
+from faceflow.heads.registry import LOSSES
 from faceflow.runtime.device import all_ranks_placement
 
-NAMED_MARGIN_LOSSES = [name for name, margins in LOSS_MARGINS.items() if margins is not None]
+# the combined-margin losses of heads/margins.py (those built by the default head, with margins)
+NAMED_MARGIN_LOSSES = [name for name, spec in LOSSES.load_all().items() if spec.head is None and spec.margins]
 B, E, C = 6, 8, 13
 
 
@@ -115,10 +119,8 @@ def test_margin_overrides_change_the_loss() -> None:
 
 @pytest.mark.parametrize("config,key", [
     ({"loss": "triplet"}, "loss"), ({"fc_mode": "pipeline"}, "fc_mode"),
-    ({"margins": {"m4": 1.0}}, "margins"), ({"loss": "sphereface", "margins": {"m1": 1.0}}, "margins.m1"),
+    ({"margins": {"m4": 1.0}}, "margins.m4"), ({"loss": "sphereface", "margins": {"m1": 1.0}}, "margins.m1"),
     ({"loss": "softmax", "margins": {"s": 1.0}}, "margins"), ({"num_classes": 0}, "num_classes"),
-    ({"fc_mode": "partial_fc", "sample_rate": 0.0}, "sample_rate"),
-    ({"fc_mode": "partial_fc", "graph": True}, "fc_mode"),
 ])
 def test_bad_config_names_the_key(config: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}:"):

@@ -1,9 +1,6 @@
 """Heads on 2 CPU processes (oneflow launcher) against the same computation in this single process."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,36 +11,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 import dist_heads_worker as worker  # noqa: E402
 import train_support  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch_worker(out: Path, *args: str) -> dict[str, np.ndarray]:
-    """Run the worker on 2 processes through the launcher; returns the arrays rank 0 saved."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    cmd = [sys.executable, "-m", "faceflow.runtime.launch", "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), str(Path(worker.__file__)), str(out), *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0 and out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return dict(np.load(out))
 
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """Run every worker case once on 2 processes; returns the saved arrays."""
-    return _launch_worker(tmp_path_factory.mktemp("heads") / "results.npz")
+    return train_support.launch_two_ranks(Path(worker.__file__), tmp_path_factory.mktemp("heads") / "results.npz")
 
 
 @pytest.fixture(scope="module")
 def two_rank_training(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """The tiny training runs of worker.TRAIN_CASES on 2 processes: per-rank losses of each step."""
-    return _launch_worker(tmp_path_factory.mktemp("heads_train") / "training.npz", "train")
+    return train_support.launch_two_ranks(Path(worker.__file__), tmp_path_factory.mktemp("heads_train") / "training.npz",
+                                          "train")
 
 
 def _two_rank(results: dict[str, np.ndarray], case: tuple) -> dict[str, np.ndarray]:

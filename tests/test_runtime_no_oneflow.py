@@ -36,6 +36,15 @@ def test_import_faceflow_and_the_cli_dispatcher_load_no_oneflow() -> None:
     assert proc.stdout.strip()
 
 
+def test_gpu_leases_are_settled_before_oneflow_loads() -> None:
+    """`faceflow train` and `faceflow validate` choose the GPUs a CUDA run sees before OneFlow starts CUDA."""
+    proc = _run_guarded("import faceflow.cli.train, faceflow.cli.validate\n"
+                        "from faceflow.runtime.gpus import claim_gpus\n"
+                        "print(claim_gpus('cpu', 1), claim_gpus('auto', 1, {'CUDA_VISIBLE_DEVICES': '0'}))\n", REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["None", "None"]
+
+
 def test_planning_and_config_checks_run_without_oneflow() -> None:
     proc = _run_guarded(
         "import yaml\n"

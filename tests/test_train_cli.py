@@ -51,9 +51,14 @@ def test_sigkill_then_rerun_resumes_and_finished_run_is_not_retrained(tmp_path, 
 
 
 def test_eager_and_graph_give_the_same_loss_curve(tmp_path, data_dir):
-    """Fresh processes (as users run them): same seed and data, eager vs nn.Graph losses agree."""
+    """Fresh processes (as users run them): same seed and data, eager vs nn.Graph losses agree to 1e-4.
+
+    The gradient norms here are 170-240, so every update is clipped (both modes must clip, and apply the LR,
+    alike). At clip_grad_norm 1.0 the updates are small enough for the two modes' different kernel rounding
+    to stay small; at 5.0 this tiny run is chaotic: a 1e-6 change of the first batch alone moves eager's 5th
+    loss by 1.7%, the size of the eager-graph gap seen there (unclipped: 50%). At 1.0 it moves it by 4e-6."""
     config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir), max_steps=5, checkpoint_every=5,
-                          clip_grad_norm=5.0)
+                          clip_grad_norm=1.0)
     curves = {}
     for graph in ("false", "true"):
         out = tmp_path / graph
@@ -61,7 +66,7 @@ def test_eager_and_graph_give_the_same_loss_curve(tmp_path, data_dir):
         assert result.returncode == 0, result.stderr[-2000:]
         curves[graph] = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(curves["false"]) == 5 and curves["false"][0] != curves["false"][-1]
-    assert curves["true"] == pytest.approx(curves["false"], rel=1e-2)
+    assert curves["true"] == pytest.approx(curves["false"], rel=1e-4)
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, data_dir):
@@ -140,7 +145,7 @@ def test_world_size_must_divide_part_count(tmp_path):
     config = write_config(tmp_path / "tiny.yaml", train_data=str(data), num_classes=3)
     result = run_faceflow(["train", str(config), "--out", str(tmp_path / "out"), "--nproc-per-node", "2"])
     assert result.returncode == 1
-    assert "3 OFRecord parts cannot be split evenly over 2 ranks" in result.stderr
+    assert "train_data: " in result.stderr and "3 OFRecord parts cannot be split evenly over 2 processes" in result.stderr
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -148,4 +153,4 @@ def test_config_error_names_the_key(tmp_path, data_dir):
     config = write_config(tmp_path / "tiny.yaml", train_data=str(data_dir))
     result = run_faceflow(["train", str(config), "--set", "batch_size=-1"])
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "faceflow train: error: batch_size: must be > 0, got -1"
+    assert result.stderr.strip().splitlines()[-1] == "faceflow train: error: batch_size: expected an integer >= 2, got -1"

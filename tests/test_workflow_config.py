@@ -10,7 +10,7 @@ import yaml
 from faceflow.errors import ConfigError
 from faceflow.train.config import apply_overrides, total_steps
 from faceflow.workflow.config_check import validate_config
-from faceflow.workflow.plan import build_plan, expected_checkpoint_steps, ofrecord_parts, steps_for_epochs
+from faceflow.workflow.plan import build_plan, expected_checkpoint_steps, ofrecord_parts
 from faceflow.workflow.selection import main as selection_main
 from faceflow.workflow.selection import select_checkpoint
 
@@ -56,7 +56,6 @@ def test_shipped_config_is_valid() -> None:
         (lambda c: c["runs"]["a"].update(lossx="arcface"), "runs.a.lossx: unknown key"),
         (lambda c: c["runs"]["a"].update(loss="arcfase"), "runs.a.loss"),
         (lambda c: c["runs"]["a"].update(gpus=0), "runs.a.gpus"),
-        (lambda c: c["runs"]["a"].update(epochs=2), "runs.a: give steps or epochs"),
         (lambda c: c["runs"]["b"]["margins"].update(m4=1), "runs.b.margins.m4: unknown key"),
         (lambda c: c["validation"].update(batchsize=3), "validation.batchsize: unknown key"),
         (lambda c: c["validation"].update(benchmarks=["lfw", "megaface"]), "validation.benchmarks[1]"),
@@ -85,7 +84,8 @@ def test_schema_errors_name_the_key(base_yaml: str, mutate, key: str) -> None:
         (lambda c: c["datasets"]["synthetic"].update(benchmarks=["lfw"]), "validation.benchmarks"),
         (lambda c: c["export"].update(checkpoint="best:cfp_fp"), "export.checkpoint"),
         (lambda c: c["runs"]["a"].update(base="no_such_config"), "runs.a"),
-        (lambda c: c["runs"]["a"].update(sample_rate=0.5), "runs.a: sample_rate"),
+        (lambda c: c["runs"]["a"].update(sample_rate=0.5), "runs.a.sample_rate: < 1.0 needs fc_mode: partial_fc"),
+        (lambda c: c["runs"]["a"].update(epochs=2), "runs.a.steps: set exactly one of steps and epochs"),
         (lambda c: c["datasets"].update(emore={"path": "/data/emore"}) or c["runs"]["a"].update(dataset="emore"),
          "datasets.emore.num_classes"),
     ],
@@ -135,7 +135,6 @@ def test_validation_settings_do_not_reach_training(base_yaml: str) -> None:
 def test_step_helpers() -> None:
     assert expected_checkpoint_steps(100, 50) == (50, 100)
     assert expected_checkpoint_steps(30, 50) == (30,)
-    assert steps_for_epochs(2, 100, 16, 1) == 13
     assert ofrecord_parts([1, 2, 3], None, "k") == 6
     assert ofrecord_parts([4, 2], 8, "k") == 8
     with pytest.raises(ConfigError, match="k: 6 parts"):
@@ -182,8 +181,8 @@ def test_gpu_run_resources_and_parts(base_yaml: str) -> None:
 
 def test_processes_and_threads_default_to_the_base_config(base_yaml: str) -> None:
     config = _config(base_yaml)
-    config["runs"]["d"] = {"dataset": "synthetic", "base": "demo", "steps": 10}  # demo: 2 processes x 1 thread
-    config["runs"]["e"] = {"dataset": "synthetic", "base": "demo", "steps": 10, "gpus": 1, "threads": 2}
+    config["runs"]["d"] = {"dataset": "synthetic", "base": "demo", "steps": 20}  # demo: 2 processes x 1 thread
+    config["runs"]["e"] = {"dataset": "synthetic", "base": "demo", "steps": 20, "gpus": 1, "threads": 2}
     plan = _plan(config)
     assert (plan.runs["d"].gpus, plan.runs["d"].threads) == (2, 1)
     assert (plan.runs["e"].gpus, plan.runs["e"].threads) == (1, 2)

@@ -50,15 +50,19 @@ def test_lint_is_clean(workdir: Path) -> None:
     assert "Congratulations" in result.stdout
 
 
-def test_config_error_stops_the_workflow_naming_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting, message", [
+    ({"los": "cosface"}, "runs.demo_cosface.los: unknown key"),
+    ({"fp16": True}, "runs.demo_cosface.fp16: mixed precision needs device: cuda"),  # a run that cannot start
+])
+def test_config_error_stops_the_workflow_naming_the_key(tmp_path: Path, setting: dict, message: str) -> None:
     workdir = copy_workflow(tmp_path / "wf")
     config_file = workdir / "config" / "config.yaml"
     config = yaml.safe_load(config_file.read_text())
-    config["runs"]["demo_cosface"]["los"] = "cosface"
+    config["runs"]["demo_cosface"].update(setting)
     config_file.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", "all")
     assert result.returncode != 0
-    assert "runs.demo_cosface.los: unknown key" in result.stdout
+    assert message in result.stdout
     assert "Job stats" not in result.stdout  # stopped before planning any job
 
 

@@ -58,10 +58,10 @@ def test_training_keys_that_differ_are_named_with_old_and_new_value() -> None:
 
 
 def test_key_missing_from_an_older_checkpoint_counts_as_its_default() -> None:
-    saved = {k: v for k, v in _config().items() if k != "partial_fc_momentum"}
+    saved = {k: v for k, v in _config(fc_mode="partial_fc").items() if k != "partial_fc_momentum"}
     state = {"step": 2, "world_size": 1}
-    assert config_differences(saved, state, _config(), 1) == []
-    assert config_differences(saved, state, _config(partial_fc_momentum="reset"), 1) == [
+    assert config_differences(saved, state, _config(fc_mode="partial_fc"), 1) == []
+    assert config_differences(saved, state, _config(fc_mode="partial_fc", partial_fc_momentum="reset"), 1) == [
         "partial_fc_momentum: 'exact' -> 'reset'"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,20 @@ def run_faceflow(args: list[str], timeout: float = 180, **kwargs: Any) -> subpro
     env = {**os.environ, "USER": os.environ.get("USER", "root")}
     return subprocess.run(FACEFLOW + args, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
                           **kwargs)
+
+
+def free_port() -> int:
+    """A TCP port that is free on this machine right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two_ranks(script: Path, out: Path, *args: str, timeout: float = 240) -> dict[str, np.ndarray]:
+    """Run `script OUT ARGS` on 2 CPU processes through faceflow's launcher; returns the arrays it saved to OUT."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "faceflow.runtime.launch", "--nproc_per_node", "2",
+           "--master_port", str(free_port()), str(script), str(out), *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0 and out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(np.load(out))

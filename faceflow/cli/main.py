@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("faceflow.cli.convert", "convert rec|bin to OFRecord parts"),
     "download": ("faceflow.cli.download", "fetch a dataset (http/https/file URL), verify sha256, unpack"),
     "train": ("faceflow.cli.train", "train a face recognition model from a YAML config"),
+    "keys": ("faceflow.cli.keys", "list the training-config keys (defaults, allowed values, workflow run keys)"),
     "validate": ("faceflow.cli.validate", "verification accuracy of a checkpoint on LFW/CFP-FP/AgeDB-30"),
     "export": ("faceflow.cli.export", "export a checkpoint to onnx|mxnet"),
     "import": ("faceflow.cli.import_model", "import an InsightFace MXNet model as a faceflow checkpoint"),

@@ -2,8 +2,11 @@
 
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
-Before that, OUT's checkpoints are checked against the config (faceflow.train.resume): same training
-settings resume, changed ones stop with an error or, with --restart-if-changed, are set aside.
+Before that, every combination that cannot run is refused (faceflow.train.rules: the device, the world
+size, the data's OFRecord parts), and OUT's checkpoints are checked against the config
+(faceflow.train.resume): same training settings resume, changed ones stop with an error or, with
+--restart-if-changed, are set aside. A CUDA run outside a scheduler leases its GPUs first
+(faceflow.runtime.gpus), for as long as it runs.
 """
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faceflow.errors import FaceflowError
+from faceflow.errors import ConfigError, FaceflowError
+from faceflow.runtime.gpus import GpuLease, claim_gpus
 from faceflow.runtime.lifetime import child_env
 from faceflow.train import worker
 from faceflow.train.metrics import TrainLog
 from faceflow.train.resume import prepare_out_dir
+from faceflow.train.rules import check_gpus, check_run, check_train_data
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,13 +48,25 @@ def _worker_args(args: argparse.Namespace, out_dir: Path) -> list[str]:
     return argv
 
 
-def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
-    """The config and the world size, after failing early when the data cannot be shared by that many processes.
+def _device(requested: str) -> str:
+    """The device the run trains on; only a config that may use CUDA imports OneFlow here to look for it."""
+    if requested == "cpu":
+        return requested
+    from faceflow.runtime.device import resolve_device
 
-    Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given.
+    try:
+        return resolve_device(requested)
+    except RuntimeError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_world(args: argparse.Namespace) -> tuple[dict, int, GpuLease | None]:
+    """The config, the world size and the run's GPU lease (None if it needs none), after refusing what
+    cannot run, before any worker process starts.
+
+    Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given, and
+    `device: auto` to the device it resolves to on this node, so that every rank trains on the same one.
     """
-    from faceflow.data.pipeline import check_parts_divisible
-
     if args.nnodes < 1 or (args.nproc_per_node is not None and args.nproc_per_node < 1):
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
@@ -58,17 +75,50 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int]:
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
-    check_parts_divisible(config["train_data"], world)
-    return config, world
+    lease = claim_gpus(config["device"], args.nproc_per_node)  # before _device loads OneFlow, which starts CUDA
+    try:
+        device = _checked_device(args, config, world)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    if device != "cuda" and lease is not None:  # `auto` found GPUs that OneFlow cannot use
+        lease.release()
+        lease = None
+    return config, world, lease
+
+
+def _checked_device(args: argparse.Namespace, config: dict, world: int) -> str:
+    """The device the run trains on, after refusing what cannot run on it (see `_check_world`)."""
+    device = _device(config["device"])
+    if device != config["device"]:
+        args.overrides.append(f"device={device}")
+        config["device"] = device
+    check_run(config, world, device)
+    if device == "cuda":
+        from faceflow.runtime.device import visible_gpus
+
+        check_gpus(args.nproc_per_node, visible_gpus())
+    check_train_data(config, world)
+    return device
 
 
 def main(argv: list[str]) -> int:
     """Validate the config, then train in-process or launch one worker per rank."""
     args = _parser().parse_args(argv)
-    config, world = _check_world(args)
-    out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
-    if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
-        prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)
+    config, world, lease = _check_world(args)
+    try:
+        out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
+        if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
+            prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)
+        return _train(args, out_dir, world)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train(args: argparse.Namespace, out_dir: Path, world: int) -> int:
+    """Train in this process, or start the launcher and wait for its workers."""
     if world == 1:
         return worker.run(args)
     command = [sys.executable, "-m", "faceflow.runtime.launch",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from faceflow.errors import FaceflowError
+from faceflow.runtime.gpus import claim_gpus
 
 
 def parse_bench(spec: str) -> tuple[str, Path]:
@@ -75,6 +76,17 @@ def main(argv: list[str]) -> int:
         if not path.exists():
             raise FaceflowError(f"{path}: no such benchmark file or OFRecord directory (--bench {name})")
 
+    lease = claim_gpus(args.device, 1)  # before OneFlow loads: it binds the GPUs CUDA lets it see
+    try:
+        _validate(args, benches, names)
+    finally:
+        if lease is not None:
+            lease.release()
+    return 0
+
+
+def _validate(args: argparse.Namespace, benches: list[tuple[str, Path]], names: list[str]) -> None:
+    """Load the backbone on the chosen device, score every benchmark, write the JSON records."""
     from faceflow.checkpoint import load_backbone, read_checkpoint_meta
     from faceflow.eval.benchmarks import validate_model
     from faceflow.runtime.device import resolve_device
@@ -93,4 +105,3 @@ def main(argv: list[str]) -> int:
     if args.out_dir is not None:
         for record in records:
             _write_json(args.out_dir / f"{record['benchmark']}.json", record)
-    return 0

@@ -150,7 +150,7 @@ class RecordFile:
     """Random and sequential access to the records of one `.rec` file through positioned reads.
 
     Reads go through a window (a bytes buffer over part of the file): sequential access costs one
-    `pread` per window. Plain reads, not mmap: page-faulting a fresh mapping costs more than the copy.
+    `pread` per window. Bulk reads of many images use `RecordDataset.image_chunks`, a memory map instead.
     """
 
     RANDOM_WINDOW = 1 << 14

@@ -24,6 +24,7 @@ from faceflow.data.recordio import write_insightface_dataset
 from faceflow.data.synth_faces import render_faces, sample_identity, sample_nuisance, stack_identities
 from faceflow.data.verification_bin import write_bin
 from faceflow.errors import FaceflowError
+from faceflow.eval.benchmark_names import BENCHMARKS
 
 DEFAULT_CLASSES = 1000
 DEFAULT_PER_CLASS = 12
@@ -32,7 +33,6 @@ DEFAULT_SEED = 0
 JPEG_QUALITY = 95
 RENDER_RES = 64
 BATCH = 128
-BENCHMARKS = ("lfw", "cfp_fp", "agedb_30")
 OUTPUT_FILES = ("train.rec", "train.idx", "property") + tuple(f"{b}.bin" for b in BENCHMARKS)
 
 _IDENTITY_STREAM, _TRAIN_STREAM, _PAIR_STREAM, _BENCH_STREAM = 1, 2, 3, 4

@@ -4,12 +4,12 @@ The margin is the true combined form for every (m1, m2, m3): unlike arcface_torc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from faceflow.runtime.flow import flow
 
-from faceflow.errors import ConfigError
+from faceflow.heads.registry import margin_values, register_loss
 
 
 @dataclass(frozen=True)
@@ -23,44 +23,18 @@ class Margins:
 
 
 # softmax (plain FC with bias) has no margins; the others are the OneFlow port's settings (s = 64).
-LOSS_MARGINS: dict[str, Optional[Margins]] = {
-    "softmax": None,
-    "nsoftmax": Margins(1.0, 0.0, 0.0, 64.0),
-    "sphereface": Margins(1.5, 0.0, 0.0, 64.0),
-    "arcface": Margins(1.0, 0.5, 0.0, 64.0),
-    "cosface": Margins(1.0, 0.0, 0.4, 64.0),
-    "combined": Margins(1.0, 0.3, 0.2, 64.0),
-}
+register_loss("softmax", margins=None)
+register_loss("nsoftmax", margins={"m1": 1.0, "m2": 0.0, "m3": 0.0, "s": 64.0}, greater_than={"m1": 0.0, "s": 0.0})
+register_loss("sphereface", margins={"m1": 1.5, "m2": 0.0, "m3": 0.0, "s": 64.0}, greater_than={"m1": 1.0, "s": 0.0})
+register_loss("arcface", margins={"m1": 1.0, "m2": 0.5, "m3": 0.0, "s": 64.0}, greater_than={"m1": 0.0, "s": 0.0})
+register_loss("cosface", margins={"m1": 1.0, "m2": 0.0, "m3": 0.4, "s": 64.0}, greater_than={"m1": 0.0, "s": 0.0})
+register_loss("combined", margins={"m1": 1.0, "m2": 0.3, "m3": 0.2, "s": 64.0}, greater_than={"m1": 0.0, "s": 0.0})
 
 
 def resolve_margins(loss: str, overrides: Optional[Mapping[str, Any]] = None) -> Optional[Margins]:
-    """The margins for `loss` with config `margins:` overrides applied; None for softmax."""
-    if loss not in LOSS_MARGINS:
-        raise ConfigError(f"loss: unknown loss {loss!r} (known: {', '.join(LOSS_MARGINS)})")
-    base = LOSS_MARGINS[loss]
-    if base is None:
-        if overrides:
-            raise ConfigError("margins: loss softmax takes no margins (set margins: null)")
-        return None
-    if not overrides:
-        return base
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"margins: expected null or a mapping of m1, m2, m3, s, got {overrides!r}")
-    unknown = set(overrides) - {"m1", "m2", "m3", "s"}
-    if unknown:
-        raise ConfigError(f"margins: unknown key(s) {', '.join(sorted(unknown))} (allowed: m1, m2, m3, s)")
-    try:
-        values = {key: float(value) for key, value in overrides.items()}
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"margins: values must be numbers ({exc})") from exc
-    margins = replace(base, **values)
-    if margins.s <= 0:
-        raise ConfigError(f"margins.s: must be > 0, got {margins.s}")
-    if margins.m1 <= 0:
-        raise ConfigError(f"margins.m1: must be > 0, got {margins.m1}")
-    if loss == "sphereface" and margins.m1 <= 1.0:
-        raise ConfigError(f"margins.m1: sphereface needs a multiplicative margin m1 > 1, got {margins.m1}")
-    return margins
+    """The margins for `loss` with config `margins:` overrides applied (checked by `margin_values`); None for softmax."""
+    values = margin_values(loss, overrides)
+    return None if values is None else Margins(**values)
 
 
 # cosines are kept this far inside [-1, 1] before acos: d acos / d cos is infinite at +-1
@@ -92,4 +66,4 @@ def margin_logits(cos: flow.Tensor, labels: flow.Tensor, margins: Margins) -> fl
     return shifted * margins.s
 
 
-__all__ = ["LOSS_MARGINS", "Margins", "margin_logits", "margin_target", "resolve_margins"]
+__all__ = ["Margins", "margin_logits", "margin_target", "resolve_margins"]

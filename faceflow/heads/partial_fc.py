@@ -18,7 +18,9 @@ consecutive steps.
 S = int(n * r), raised to min(n, global batch) when that is larger so that every positive always fits,
 and equal on all ranks so that the sampled weight is an evenly split global tensor. Sampling is done per
 rank with ordinary local tensor ops (CPU and CUDA); `fused_sampler=True` lets OneFlow's CUDA-only
-`nn.DistributedPariticalFCSample` pick the classes instead (opt-in: it could not be tested without a GPU).
+`distributed_partial_fc_sample` op pick the classes instead (opt-in: it could not be run without a GPU).
+Both are seeded by the run's `seed`, and `resume_sampling(step)` starts a new sample sequence for a resumed
+run instead of replaying the first one (`heads/class_sampler.py`).
 Copying rows between the table and `weight_activated` uses `Tensor.to_local()`, which nn.Graph does not
 support: Partial FC runs eagerly.
 """
@@ -30,6 +32,7 @@ import numpy as np
 from faceflow.runtime.flow import flow, nn
 
 from faceflow.errors import FaceflowError
+from faceflow.heads.class_sampler import FusedClassSampler, ScoreSampler
 from faceflow.heads.fc import (class_weight, fit_class_rows, gather_batch, margin_softmax_loss, padded_rows,
                                padding_logit_bias)
 from faceflow.heads.margins import Margins
@@ -54,7 +57,7 @@ class PartialFC(nn.Module):
 
     def __init__(self, num_classes: int, embedding_size: int, margins: Optional[Margins],
                  placement: flow.placement, sample_rate: float, global_batch: Optional[int] = None,
-                 fused_sampler: bool = False) -> None:
+                 fused_sampler: bool = False, seed: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.margins = margins
@@ -81,9 +84,16 @@ class PartialFC(nn.Module):
         self._keep_momentum = True
         self._state_loaded = True  # the optimizer holds the state rows of the current sample
         self._hooked = False
-        self._fused_sampler = None
+        self.score_sampler = ScoreSampler(seed, flow.env.get_rank())
+        self.fused_class_sampler = None
         if fused_sampler and placement.type == "cuda":  # CUDA-only kernel; not verifiable on this CPU machine
-            self._fused_sampler = nn.DistributedPariticalFCSample(self.world * self.num_sample)
+            self.fused_class_sampler = FusedClassSampler(self.world * self.num_sample, seed)
+
+    def resume_sampling(self, step: int) -> None:
+        """Sample from the stream of a run resumed after `step` updates (not the one it started with)."""
+        self.score_sampler.reseed(step)
+        if self.fused_class_sampler is not None:
+            self.fused_class_sampler.reseed(step)
 
     # ----- optimizer state ----------------------------------------------------------------------
     def bind_optimizer(self, optimizer: flow.optim.Optimizer, keep_momentum: bool = True) -> None:
@@ -156,8 +166,8 @@ class PartialFC(nn.Module):
     # ----- sampling -------------------------------------------------------------------------------
     def _sample(self, labels: flow.Tensor) -> tuple[flow.Tensor, flow.Tensor]:
         """(this rank's sampled local rows [S], remapped global labels [B] broadcast) for broadcast labels."""
-        if self._fused_sampler is not None:
-            mapped, sampled, _ = self._fused_sampler(self.weight, labels)
+        if self.fused_class_sampler is not None:
+            mapped, sampled, _ = self.fused_class_sampler(self.weight, labels)
             start = flow.env.get_rank() * self.num_local
             index = sampled.to_global(sbp=flow.sbp.split(0)).to_local() - start
             return index, mapped.to_global(sbp=flow.sbp.broadcast)
@@ -168,7 +178,7 @@ class PartialFC(nn.Module):
         in_range = (labels_local >= start) & (labels_local < start + self.num_local)
         local_labels = flow.where(in_range, labels_local - start, flow.zeros_like(labels_local))
         positives = local_labels[in_range]
-        score = flow.rand(self.num_local, device=device)
+        score = self.score_sampler.scores(self.num_local, device)
         valid = self.num_classes - start
         if valid < self.num_local:
             score[max(valid, 0):] = -1.0  # padding rows only when nothing else is left

@@ -92,14 +92,35 @@ class IResNet(nn.Module):
         return self.fc1(self.pre_fc1(flow.flatten(x, 1)))
 
 
-def _factory(name: str):
-    def build(embedding_size: int = 512, dropout: float = 0.0) -> IResNet:
-        return IResNet(UNITS[name], embedding_size=embedding_size, dropout=dropout)
-
-    build.__name__ = f"iresnet_{name}"
-    build.__doc__ = f"IResNet {name[1:]} (units {UNITS[name]}), E head: BN, dropout, FC(25088->emb), BN1d."
-    return build
+def _iresnet(name: str, embedding_size: int, dropout: float) -> IResNet:
+    return IResNet(UNITS[name], embedding_size=embedding_size, dropout=dropout)
 
 
-for _name in UNITS:
-    register_model(_name)(_factory(_name))
+@register_model("r18")
+def r18(embedding_size: int = 512, dropout: float = 0.0) -> IResNet:
+    """IResNet 18 (`UNITS['r18']`) with the E head: BN, dropout, FC(25088->emb), BN1d."""
+    return _iresnet("r18", embedding_size, dropout)
+
+
+@register_model("r34")
+def r34(embedding_size: int = 512, dropout: float = 0.0) -> IResNet:
+    """IResNet 34 (`UNITS['r34']`) with the E head: BN, dropout, FC(25088->emb), BN1d."""
+    return _iresnet("r34", embedding_size, dropout)
+
+
+@register_model("r50")
+def r50(embedding_size: int = 512, dropout: float = 0.0) -> IResNet:
+    """IResNet 50 (`UNITS['r50']`) with the E head: BN, dropout, FC(25088->emb), BN1d."""
+    return _iresnet("r50", embedding_size, dropout)
+
+
+@register_model("r100")
+def r100(embedding_size: int = 512, dropout: float = 0.0) -> IResNet:
+    """IResNet 100 (`UNITS['r100']`) with the E head: BN, dropout, FC(25088->emb), BN1d."""
+    return _iresnet("r100", embedding_size, dropout)
+
+
+@register_model("r200")
+def r200(embedding_size: int = 512, dropout: float = 0.0) -> IResNet:
+    """IResNet 200 (`UNITS['r200']`) with the E head: BN, dropout, FC(25088->emb), BN1d."""
+    return _iresnet("r200", embedding_size, dropout)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-BENCHMARK_TITLES = {"lfw": "LFW", "cfp_fp": "CFP-FP", "agedb_30": "AgeDB-30"}
+from faceflow.eval.benchmark_names import BENCHMARK_TITLES
 
 
 def bench_order(benchmarks: list[str]) -> list[str]:

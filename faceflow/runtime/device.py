@@ -1,4 +1,8 @@
-"""The one place where faceflow decides CPU vs CUDA, placements and process topology."""
+"""The one place where faceflow decides CPU vs CUDA, placements and process topology.
+
+Which GPUs a CUDA run's processes see is settled before OneFlow loads, by `runtime/gpus.py`: the ones a
+scheduler assigned, or GPUs leased on this machine; here each process takes the one of its local rank.
+"""
 from __future__ import annotations
 
 from faceflow.runtime.flow import flow
@@ -15,6 +19,11 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not flow.cuda.is_available():
         raise RuntimeError("device: cuda requested but no CUDA device is available (set device: cpu)")
     return requested
+
+
+def visible_gpus() -> int:
+    """Number of CUDA devices this process can use (0 without CUDA)."""
+    return int(flow.cuda.device_count()) if flow.cuda.is_available() else 0
 
 
 def wait_for_queued_work() -> None:

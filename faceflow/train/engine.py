@@ -22,14 +22,15 @@ from faceflow.checkpoint import (MANIFEST, latest_checkpoint, read_checkpoint_me
 from faceflow.data.atomic import atomic_file
 from faceflow.errors import FaceflowError
 from faceflow.runtime.affinity import pin_local_rank
-from faceflow.runtime.device import (all_ranks_placement, local_rank, local_world_size, resolve_device,
+from faceflow.runtime.device import (all_ranks_placement, local_rank, local_world_size, rank, resolve_device,
                                      wait_for_queued_work, world_size)
-from faceflow.train.amp import DynamicLossScaler
+from faceflow.train.amp import FORCE_OVERFLOW_ENV, DynamicLossScaler, forced_overflow
 from faceflow.train.config import total_steps
 from faceflow.train.graph import TrainGraph
 from faceflow.train.metrics import SpeedMeter, TrainLog, speed_line
 from faceflow.train.optimizer import build_optimizer
 from faceflow.train.resume import find_conflict
+from faceflow.train.rules import check_run
 from faceflow.train.schedule import build_scheduler, learning_rate
 
 Batches = Iterator[tuple[flow.Tensor, flow.Tensor]]
@@ -73,22 +74,29 @@ def _to_targets(loaded: dict[str, Any], targets: dict[str, flow.Tensor], where: 
 
 
 class Trainer:
-    """One training run writing to `out_dir`; `run()` trains from scratch or resumes."""
+    """One training run writing to `out_dir`; `run()` trains from scratch or resumes.
+
+    `loss_scaling` turns the eager dynamic loss scaler on or off; by default it runs with eager AMP
+    (fp16 on CUDA). True also uses it without autocast, e.g. to test its decisions on CPU.
+    """
 
     def __init__(self, config: dict[str, Any], out_dir: str | os.PathLike,
-                 batches: BatchFactory = pipeline_batches) -> None:
+                 batches: BatchFactory = pipeline_batches, loss_scaling: bool | None = None) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.batch_factory = batches
         self.device = resolve_device(config["device"])
         self.world = world_size()
+        check_run(config, self.world, self.device)  # `faceflow train` checked this before starting the processes
         self.cpus = (pin_local_rank(local_rank(), local_world_size())
                      if self.device == "cpu" and config["cpu_affinity"] else None)
-        self.is_writer = flow.env.get_rank() == 0  # device.rank() reads RANK, which oneflow sets to -1
+        self.is_writer = rank() == 0
         self.placement = all_ranks_placement(self.device)
         self.total = total_steps(config, self.world)
         self.global_batch = config["batch_size"] * self.world
-        self.amp = bool(config["fp16"]) and self.device == "cuda"
+        self.amp = bool(config["fp16"])  # check_run refuses fp16 off CUDA
+        self.loss_scaling = self.amp if loss_scaling is None else loss_scaling
+        self.updates = 0  # optimizer steps taken so far, counting those before a resume
         self.log = TrainLog(self.out_dir, self.is_writer)
         self.checkpoints = self.out_dir / "checkpoints"
         self.losses: list[float] = []
@@ -121,7 +129,10 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total)
         self.graph = TrainGraph(self.backbone, self.head, self.optimizer, self.scheduler, self.amp) \
             if cfg["graph"] else None
-        self.scaler = DynamicLossScaler() if self.amp and self.graph is None else None
+        forced = forced_overflow()
+        self.scaler = DynamicLossScaler(forced=forced) if self.loss_scaling and self.graph is None else None
+        if self.scaler is None and forced is not None:
+            self.log.message(f"note: {FORCE_OVERFLOW_ENV} only acts on eager runs with loss scaling (fp16 on CUDA)")
 
     # ----- one step ------------------------------------------------------------------------
     def _eager_step(self, images: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
@@ -129,12 +140,18 @@ class Trainer:
             with flow.autocast(device_type="cuda"):
                 embeddings = self.backbone(images)
             loss = self.head(embeddings.to(flow.float32), labels)
-            (loss * self.scaler.scale).backward()
-            apply = self.scaler.unscale_and_check(self.params)
         else:
             loss = self.head(self.backbone(images), labels)
+        apply = True
+        if self.scaler is not None:
+            scale = self.scaler.scale
+            (loss * scale).backward()
+            apply = self.scaler.unscale_and_check(self.params, self.updates)
+            if not apply:
+                self.log.message(f"step {self.updates}: gradient overflow, update skipped; "
+                                 f"loss scale {scale:g} -> {self.scaler.scale:g}")
+        else:
             loss.backward()
-            apply = True
         if apply:
             if self.config["clip_grad_norm"] is not None:
                 self.optimizer.clip_grad()
@@ -145,6 +162,7 @@ class Trainer:
 
     def step(self, images: flow.Tensor, labels: flow.Tensor) -> float:
         """Run one optimizer step; returns the loss as a Python float."""
+        self.updates += 1
         loss = self.graph(images, labels) if self.graph is not None else self._eager_step(images, labels)
         return float(loss.to_local().numpy().reshape(-1)[0]) if loss.is_global else float(loss.numpy())
 
@@ -158,6 +176,8 @@ class Trainer:
         """Checkpoint after `step` updates (all ranks call; rank 0 writes)."""
         state = {"epoch": self.epoch(step), "world_size": self.world, "loss": loss, "time": time.time(),
                  "graph": self.graph is not None, "total_steps": self.total}
+        if self.scaler is not None:
+            state["loss_scale"] = self.scaler.state_dict()
 
         def payload(tmp: Path) -> None:
             flow.save(self.backbone.state_dict(), tmp / "backbone", global_dst_rank=0)
@@ -191,6 +211,10 @@ class Trainer:
                                 "(the graph's optimizer and LR state differ)")
         if optimizer_state is None:
             self.log.message(f"note: {path.name} was written in graph mode; optimizer state restarts in eager mode")
+        if self.scaler is not None and "loss_scale" in state:
+            self.scaler.load_state_dict(state["loss_scale"])
+        if hasattr(self.head, "resume_sampling"):  # Partial FC: a class sample sequence of its own from here on
+            self.head.resume_sampling(step)
         return step
 
     # ----- the loop ------------------------------------------------------------------------
@@ -249,7 +273,9 @@ class Trainer:
         latest = latest_checkpoint(self.checkpoints)
         if latest:
             start = self.load(latest[1])
-            self.log.message(f"resuming from {latest[1]} (step {start} of {self.total})")
+            self.updates = start
+            scale = f", loss scale {self.scaler.scale:g}" if self.scaler is not None else ""
+            self.log.message(f"resuming from {latest[1]} (step {start} of {self.total}{scale})")
         self.log.truncate_after(start)
         if start == 0:
             self.log.message(f"training {self.config['network']} / {self.config['loss']} / {self.config['fc_mode']} "
@@ -258,8 +284,6 @@ class Trainer:
                              f"{'graph' if self.graph is not None else 'eager'} on {self.device}"
                              f"{' with AMP' if self.amp else ''}"
                              f"{', each process pinned to its share of the CPUs' if self.cpus else ''}")
-        if self.config["fp16"] and not self.amp:
-            self.log.message(f"note: fp16 (AMP) is CUDA-only; training in float32 on {self.device}")
         validate = self._validator()
         batches = self.batch_factory(self.config, self.placement, start)
         self._loop(start, batches, validate)

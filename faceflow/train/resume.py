@@ -16,11 +16,11 @@ from typing import Any, Callable
 from faceflow.checkpoint import list_checkpoints, read_checkpoint_meta
 from faceflow.errors import FaceflowError
 from faceflow.train.config import DEFAULTS, total_steps
+from faceflow.train.keys import resume_free_keys
 
-# Keys a resumed run may change: logging, validation while training, threads, and where or how the same
-# computation runs (the engine itself refuses an eager checkpoint in graph mode).
-RESUME_FREE_KEYS = frozenset({"log_every", "validate_every", "val_benchmarks", "val_batch_size", "num_threads",
-                               "cpu_affinity", "device", "graph", "nproc_per_node"})
+# Keys a resumed run may change (`resume_free` in the key table): logging, validation while training, threads,
+# and where or how the same computation runs (the engine itself refuses an eager checkpoint in graph mode).
+RESUME_FREE_KEYS = resume_free_keys()
 # The run's length may grow (the multistep LR schedule counts absolute steps); see length_difference.
 LENGTH_KEYS = ("max_steps", "epochs")
 # What `set_aside` moves: the checkpoints and everything derived from them.
@@ -70,10 +70,11 @@ def length_difference(saved: dict[str, Any], state: dict[str, Any], config: dict
 def config_differences(saved: dict[str, Any], state: dict[str, Any], config: dict[str, Any],
                        world: int) -> list[str]:
     """`key: old -> new` for each training-relevant key in which `config` differs from a checkpoint's
-    saved config and state (a key an older checkpoint lacks counts as its default)."""
+    saved config and state (a key an older checkpoint lacks counts as its default; a key no longer in the
+    table, such as the removed `image_size`, is ignored)."""
     differences = []
     for key in sorted(set(saved) | set(config)):
-        if key in RESUME_FREE_KEYS or key in LENGTH_KEYS:
+        if key in RESUME_FREE_KEYS or key in LENGTH_KEYS or key not in DEFAULTS:
             continue
         old, new = saved.get(key, DEFAULTS.get(key)), config.get(key, DEFAULTS.get(key))
         if old != new:

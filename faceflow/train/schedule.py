@@ -10,7 +10,7 @@ from typing import Any
 
 from faceflow.runtime.flow import flow
 
-from faceflow.errors import ConfigError
+from faceflow.train.rules import check_schedule
 
 _FOREVER = 2**30
 
@@ -33,15 +33,6 @@ def learning_rate(config: dict[str, Any], step: int, total_steps: int) -> float:
         if step >= boundary:
             factor = float(scale)
     return base * factor
-
-
-def check_schedule(config: dict[str, Any], total_steps: int) -> None:
-    """Schedule consistency that depends on the run length (warmup before the first lr step)."""
-    warmup = int(config["warmup_steps"])
-    if config["lr_schedule"] == "multistep" and config["lr_steps"] and config["lr_steps"][0] <= warmup:
-        raise ConfigError(f"lr_steps: first step {config['lr_steps'][0]} must come after warmup_steps {warmup}")
-    if config["lr_schedule"] == "poly" and warmup >= total_steps:
-        raise ConfigError(f"warmup_steps: {warmup} leaves no steps for poly decay (run has {total_steps})")
 
 
 def build_scheduler(optimizer: flow.optim.Optimizer, config: dict[str, Any], total_steps: int):

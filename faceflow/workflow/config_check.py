@@ -1,4 +1,9 @@
-"""Validate the workflow config against its JSON schema, naming the offending key in the error."""
+"""Validate the workflow config against its JSON schema, naming the offending key in the error.
+
+The schema is `workflow/schemas/config.schema.yaml` completed at load with what has one source
+elsewhere: the run properties (the training-key table, `faceflow.train.keys`, with the registries'
+network and loss names) and the benchmark names (`faceflow.eval.benchmark_names`).
+"""
 from __future__ import annotations
 
 import copy
@@ -9,6 +14,8 @@ import jsonschema
 import yaml
 
 from faceflow.errors import ConfigError
+from faceflow.eval.benchmark_names import BENCHMARKS, benchmark_pattern
+from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, numbers_from_strings, run_key_properties
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -19,9 +26,23 @@ def _key_path(path: Iterable[Any]) -> str:
     return out or "(top level)"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _run_key_message(config: dict[str, Any], where: list[Any]) -> str | None:
+    """For a bad value of a training key in a run entry, the training check's own message (one wording)."""
+    if len(where) < 3 or where[0] != "runs" or where[2] not in RUN_KEYS:
+        return None
+    try:
+        check_value(KEY_BY_NAME[RUN_KEYS[where[2]]], config["runs"][where[1]][where[2]])
+    except ConfigError as err:
+        return f"runs.{where[1]}.{where[2]}: {str(err).split(': ', 1)[1]}"
+    return None
+
+
+def _describe(error: jsonschema.ValidationError, config: dict[str, Any]) -> str:
     """One line naming the key and what is wrong with it."""
     where = list(error.absolute_path)
+    from_table = _run_key_message(config, where)
+    if from_table is not None:
+        return from_table
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
@@ -33,8 +54,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{_key_path(where + [missing])}: required key is missing"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"{_key_path(where)}: give exactly one of synthetic, url, path"
-    if error.validator == "not" and isinstance(error.instance, dict):
-        return f"{_key_path(where)}: give steps or epochs, not both"
     if error.validator == "propertyNames":
         return f"{_key_path(where)}: bad name {error.instance!r} (letters, digits, _ . - only)"
     return f"{_key_path(where)}: {error.message}"
@@ -59,13 +78,42 @@ def _fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) 
                 _fill_defaults(value, extra, root)
 
 
+def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the generated parts to the committed schema (in place): run-key properties, benchmark names."""
+    run = schema["definitions"]["run"]["properties"]
+    generated = run_key_properties()
+    clash = sorted(set(run) & set(generated))
+    if clash:
+        raise ConfigError(f"definitions.run.properties.{clash[0]}: also a training key; remove it from the schema file")
+    run.update(generated)
+    schema["definitions"]["benchmark"]["enum"] = list(BENCHMARKS)
+    schema["definitions"]["dataset"]["properties"]["benchmarks"]["default"] = list(BENCHMARKS)
+    schema["properties"]["export"]["properties"]["checkpoint"]["pattern"] = f"^(last|best:({benchmark_pattern()}))$"
+    return schema
+
+
 def load_schema(schema_path: str | Path) -> dict[str, Any]:
-    """The workflow config schema (YAML)."""
-    return yaml.safe_load(Path(schema_path).read_text())
+    """The workflow config schema: the committed YAML completed by `complete_schema`."""
+    return complete_schema(yaml.safe_load(Path(schema_path).read_text()))
+
+
+def _numbers_from_strings(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy in which run values YAML left as strings (`lr: 1e-3`) are the floats they spell, as `faceflow
+    train` reads them."""
+    config = copy.deepcopy(config)
+    runs = config.get("runs")
+    for entry in runs.values() if isinstance(runs, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        for run_key, value in entry.items():
+            if run_key in RUN_KEYS:
+                entry[run_key] = numbers_from_strings(KEY_BY_NAME[RUN_KEYS[run_key]], value)
+    return config
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path, source: str = "config") -> dict[str, Any]:
     """Validate `config` and return a copy with defaults filled in; ConfigError naming the key otherwise."""
+    config = _numbers_from_strings(config)
     schema = load_schema(schema_path)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), str(e.message)))
@@ -75,7 +123,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path, source: str
             deeper = [e for e in error.context if e.validator not in ("required",)]
             if deeper:
                 error = sorted(deeper, key=lambda e: -len(e.absolute_path))[0]
-        raise ConfigError(f"{source}: {_describe(error)}")
+        raise ConfigError(f"{source}: {_describe(error, config)}")
     filled = copy.deepcopy(config)
     _fill_defaults(filled, schema, schema)
     return filled

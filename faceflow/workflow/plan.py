@@ -7,6 +7,7 @@ here, from the config alone.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import zlib
 from dataclasses import dataclass, field
@@ -16,20 +17,15 @@ import yaml
 
 from faceflow.errors import ConfigError
 from faceflow.train.config import load_config as load_training_config
-from faceflow.train.config import total_steps as total_training_steps
+from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS
+from faceflow.train.rules import check_run
+from faceflow.train.rules import total_steps as total_training_steps
 
-# run key -> training-config key (`faceflow train --set KEY=VALUE`); the rest are workflow-only
-_RUN_TO_TRAIN = {
-    "network": "network", "embedding_size": "embedding_size", "dropout": "dropout",
-    "loss": "loss", "margins": "margins", "fc_mode": "fc_mode", "sample_rate": "sample_rate",
-    "partial_fc_momentum": "partial_fc_momentum", "partial_fc_fused_sampler": "partial_fc_fused_sampler",
-    "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "lr_schedule": "lr_schedule", "warmup_steps": "warmup_steps", "lr_steps": "lr_steps",
-    "scales": "scales", "power": "power", "clip_grad_norm": "clip_grad_norm",
-    "checkpoint_every": "checkpoint_every", "graph": "graph", "fp16": "fp16", "device": "device",
-    "seed": "seed", "log_every": "log_every", "threads": "num_threads",
-}
+# `key.sub: message` of a training-config error
+_KEYED_ERROR = re.compile(r"^([A-Za-z_]\w*)((?:\.[\w.-]+)?): (.*)$")
+# training keys the run entry spells differently (max_steps -> steps, num_threads -> threads, ...)
+_RENAMED = {name: run for run, name in RUN_KEYS.items() if run != name}
+_RENAMED_WORD = re.compile(r"\b(?:" + "|".join(map(re.escape, _RENAMED)) + r")\b")
 
 
 @dataclass(frozen=True)
@@ -136,11 +132,6 @@ def expected_checkpoint_steps(max_steps: int, checkpoint_every: int) -> tuple[in
     return tuple(steps)
 
 
-def steps_for_epochs(epochs: int, num_images: int, batch_size: int, world_size: int) -> int:
-    """Optimizer steps of `epochs` passes over the data (as `faceflow train` counts them)."""
-    return max(1, math.ceil(epochs * num_images / (batch_size * world_size)))
-
-
 def ofrecord_parts(world_sizes: list[int], requested: int | None, key: str) -> int:
     """Parts count: a multiple of every world size reading the dataset (their lcm unless `parts` is set)."""
     need = math.lcm(*world_sizes) if world_sizes else 1
@@ -151,13 +142,21 @@ def ofrecord_parts(world_sizes: list[int], requested: int | None, key: str) -> i
     return requested
 
 
-def _training_config(key: str, base: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The base training config with the run's overrides, checked by `faceflow train`'s own rules."""
-    sets = [f"{k}={_flow_yaml(v)}" for k, v in overrides.items()]
-    try:
-        return load_training_config(base, sets)
-    except ConfigError as err:
-        raise ConfigError(f"{key}: {err}") from None
+def run_error(err: ConfigError, run: str, dataset: str) -> ConfigError:
+    """A training-config error as the workflow user sees it: the key as the run entry spells it
+    (`max_steps: ...` -> `runs.NAME.steps: ...`), or the dataset for the counts it supplies."""
+    text = str(err)
+    match = _KEYED_ERROR.match(text)
+    if not match or match.group(1) not in KEY_BY_NAME:
+        return ConfigError(f"runs.{run}: {text}")
+    key, sub, message = match.groups()
+    message = _RENAMED_WORD.sub(lambda m: _RENAMED[m.group(0)], message)
+    entry = KEY_BY_NAME[key]
+    if entry.run:
+        return ConfigError(f"runs.{run}.{entry.run}{sub}: {message}")
+    if key in ("num_classes", "num_images"):
+        return ConfigError(f"datasets.{dataset}: {key}{sub}: {message}")
+    return ConfigError(f"runs.{run}: {key}{sub}: {message} (set in its base config)")
 
 
 def _flow_yaml(value: Any) -> str:
@@ -168,22 +167,24 @@ def _flow_yaml(value: Any) -> str:
 
 def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunPlan:
     key = f"runs.{name}"
-    overrides: dict[str, Any] = {
-        train_key: entry[run_key] for run_key, train_key in _RUN_TO_TRAIN.items() if run_key in entry
-    }
+    overrides: dict[str, Any] = {RUN_KEYS[run_key]: value for run_key, value in entry.items() if run_key in RUN_KEYS}
     num_classes, num_images = dataset_size(entry["dataset"], dataset)
     for count_key, value in (("num_classes", num_classes), ("num_images", num_images)):
         if value is None:
             raise ConfigError(f"datasets.{entry['dataset']}.{count_key}: required by {key} (see config/README.md)")
         overrides[count_key] = value
-    if "steps" in entry:
-        overrides.update(max_steps=int(entry["steps"]), epochs=None)
-    elif "epochs" in entry:
-        overrides.update(max_steps=None, epochs=int(entry["epochs"]))
+    for length, other in (("max_steps", "epochs"), ("epochs", "max_steps")):
+        if length in overrides and other not in overrides:  # the run's length replaces the base config's
+            overrides[other] = None
     overrides["validate_every"] = 0
-    merged = _training_config(key, entry["base"], overrides)
-    gpus = int(entry.get("gpus", merged["nproc_per_node"]))  # unset: the processes the base config asks for
-    max_steps = total_training_steps(merged, gpus)
+    try:
+        merged = load_training_config(entry["base"], [f"{k}={_flow_yaml(v)}" for k, v in overrides.items()])
+        gpus, device = int(merged["nproc_per_node"]), str(merged["device"])
+        if device != "auto":  # `auto` is resolved, and its device rules checked, when training starts
+            check_run(merged, gpus, device)
+        max_steps = total_training_steps(merged, gpus)
+    except ConfigError as err:
+        raise run_error(err, name, entry["dataset"]) from None
     overrides.update(max_steps=max_steps, epochs=None)
     return RunPlan(
         name=name,
@@ -193,7 +194,7 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
         overrides=overrides,
         gpus=gpus,
         threads=int(merged["num_threads"]),
-        device=str(merged["device"]),
+        device=device,
         max_steps=max_steps,
         checkpoint_steps=expected_checkpoint_steps(max_steps, int(merged["checkpoint_every"])),
     )

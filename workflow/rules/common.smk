@@ -2,6 +2,7 @@
 # Every decision lives in faceflow.workflow; the functions here only turn the plan into paths.
 import os
 
+from faceflow.eval.benchmark_names import benchmark_pattern
 from faceflow.workflow.session import load_plan
 
 PLAN = load_plan(
@@ -15,7 +16,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
     run="[A-Za-z0-9_.-]+",
     step="[0-9]+",
-    bench="lfw|cfp_fp|agedb_30",
+    bench=benchmark_pattern(),
 
 
 def dataset_files(name):
