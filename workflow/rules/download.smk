@@ -36,13 +36,15 @@ for _ds in datasets_from("url"):
         params:
             url=_ds.settings["url"],
             sha256=f"--sha256 {_ds.settings['sha256']}" if "sha256" in _ds.settings else "",
+            caps=[f"--{key.replace('_', '-')}={_ds.settings[key]}" for key in ("max_unpacked_bytes", "max_members")
+                  if key in _ds.settings],
             out=lambda wildcards, output: os.path.dirname(output[0]),
         log:
             f"results/logs/datasets/{_ds.name}.log",
         conda:
             "../envs/faceflow.yaml"
         shell:
-            "faceflow download {params.url:q} {params.out} {params.sha256} > {log} 2>&1"
+            "faceflow download {params.url:q} {params.out} {params.sha256} {params.caps:q} > {log} 2>&1"
 
 
 for _ds in datasets_from("path"):
