@@ -1,5 +1,6 @@
-"""Benchmark: `convert rec` vs a plain copy of the same .rec bytes, and the OneFlow training input
-pipeline vs MXNet's ImageRecordIter (same data, same CPU, same decode threads requested). Ratios are printed last.
+"""Benchmark: `convert rec` vs a plain copy of the same .rec bytes, the cost of verifying every image, and the
+OneFlow training input pipeline vs MXNet's ImageRecordIter (same data, same CPU, same decode threads requested).
+Ratios are printed last.
 
 Convert ratio = MB/s of `convert_rec` (read train.rec + idx + property, check every record, write
 OFRecord parts atomically) / MB/s of `shutil.copyfile(train.rec)` (the kernel reads and writes the
@@ -8,6 +9,11 @@ process, best of --repeats each. convert_rec frames records in the calling threa
 thread writes the previous ones, so it may keep up to two cores busy; the copy keeps one. The same
 ratio in CPU time of the process (every thread of both sides) is printed too: it moves much less
 than the wall-clock one with the load of a shared machine.
+
+The copy ratios time `convert rec --no-verify` (framing and JPEG markers only). Verification (the default:
+every image decoded as OneFlow's training decoder would, on a thread pool over the usable CPUs) is timed in
+the same alternating runs: "verified/unverified" is the wall-clock ratio of `convert rec --parts 1` with and
+without it, so its cost in units of the unverified conversion is that ratio minus one.
 
 Size: 20000 face-sized JPEGs (~120 MB) by default. Real InsightFace sets hold 5.8M-17M images (GBs),
 so what matters to users is the per-record cost. With 3000 images (18 MB) the copy takes ~6 ms and
@@ -36,7 +42,9 @@ Replacing CropMirrorNormalize by image flip + cast + batched matmul transpose gi
 output but is no faster; eager permute/flip are ~5x slower.
 
 Usage: python bench/convert.py [--images 20000] [--cpu N] [--threads 1] [--batch 64] [--batches 80] [--parts 8]
+                               [--convert-only]
 The headline convert ratio is 1 part (one file in, one file out, like the copy); N parts is also shown.
+--convert-only stops after the conversion figures (no record readers, no pipelines).
 """
 from __future__ import annotations
 
@@ -55,6 +63,7 @@ import numpy as np
 from PIL import Image
 
 from faceflow.data.convert import convert_rec
+from faceflow.data.image_verify import usable_cpus
 from faceflow.data.recordio import IRHeader, RecordDataset, RecordWriter, pack_payload, write_insightface_dataset
 
 
@@ -81,8 +90,9 @@ def best_of(repeats: int, fn) -> float:
 
 
 def bench_convert(data_dir: Path, work: Path, repeats: int, parts: tuple[int, ...]
-                  ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-    """Copy and {parts: convert} MB/s over the bytes of train.rec, each as {"wall": ..., "cpu": ...}.
+                  ) -> tuple[dict[str, float], dict[int, dict[str, float]], dict[str, float]]:
+    """Copy, {parts: unverified convert} and verified `--parts 1` convert MB/s over the bytes of train.rec,
+    each as {"wall": ..., "cpu": ...}.
 
     Runs alternate, each to a fresh path, outputs deleted outside the timed region; the best run of
     each is kept (the machine is shared). "cpu" divides by the process's CPU time (the copy's sendfile
@@ -93,21 +103,23 @@ def bench_convert(data_dir: Path, work: Path, repeats: int, parts: tuple[int, ..
     size_mb = rec.stat().st_size / 1e6
     copy_times: list[tuple[float, float]] = []
     convert_times: dict[int, list[tuple[float, float]]] = {n: [] for n in parts}
+    verified_times: list[tuple[float, float]] = []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         shutil.copyfile(rec, work / "copy.rec")
         copy_times.append((time.perf_counter() - wall, time.process_time() - cpu))
         (work / "copy.rec").unlink()
-        for n in parts:
+        for n, verify in [(n, False) for n in parts] + [(1, True)]:
             wall, cpu = time.perf_counter(), time.process_time()
-            convert_rec(data_dir, work / "of", n, progress=False)
-            convert_times[n].append((time.perf_counter() - wall, time.process_time() - cpu))
+            convert_rec(data_dir, work / "of", n, verify=verify, progress=False)
+            (verified_times if verify else convert_times[n]).append((time.perf_counter() - wall,
+                                                                     time.process_time() - cpu))
             shutil.rmtree(work / "of")
 
     def mbps(times: list[tuple[float, float]]) -> dict[str, float]:
         return {"wall": size_mb / min(t[0] for t in times), "cpu": size_mb / min(t[1] for t in times)}
 
-    return mbps(copy_times), {n: mbps(t) for n, t in convert_times.items()}
+    return mbps(copy_times), {n: mbps(t) for n, t in convert_times.items()}, mbps(verified_times)
 
 
 def bench_readers(data_dir: Path, repeats: int) -> tuple[float, float]:
@@ -184,6 +196,13 @@ def print_pipelines(title: str, pipes: dict[str, dict]) -> None:
                   f"{kept['cores_busy']:.2f} cores busy")
 
 
+def print_verification_ratios(unverified: dict[str, float], verified: dict[str, float]) -> None:
+    """Verified vs unverified `convert rec --parts 1`: wall clock (what a user waits) and CPU time (the work)."""
+    print(f"ratio convert verified/unverified in CPU time (load-independent): {unverified['cpu'] / verified['cpu']:.3f}")
+    print(f"ratio convert verified/unverified, wall clock (its cost = ratio - 1): "
+          f"{unverified['wall'] / verified['wall']:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000, help="face-sized JPEGs in the dataset (see the docstring)")
@@ -201,6 +220,7 @@ def main() -> None:
     parser.add_argument("--all-rounds", type=int, default=2,
                         help="alternating runs per side on every CPU, one thread per CPU requested (secondary figure)")
     parser.add_argument("--parts", type=int, default=8, help="parts of the second convert measurement")
+    parser.add_argument("--convert-only", action="store_true", help="stop after the conversion figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faceflow-bench-") as tmp:
         work = Path(tmp)
@@ -216,15 +236,22 @@ def main() -> None:
         rec_mb = (work / "rec" / "train.rec").stat().st_size / 1e6
         print(f"data: {args.images} images, {args.classes} classes, {rec_mb:.1f} MB train.rec "
               f"({time.perf_counter() - start:.1f} s to generate); load average {os.getloadavg()[0]:.2f}")
-        copy_mbps, convert_mbps = bench_convert(work / "rec", work, args.repeats, (1, args.parts))
+        copy_mbps, convert_mbps, verified_mbps = bench_convert(work / "rec", work, args.repeats, (1, args.parts))
         summary = convert_rec(work / "rec", work / "of", args.parts, progress=False)
         if summary.records != args.images or summary.bytes <= rec_mb * 1e6 * 0.9:
             raise SystemExit(f"convert wrote {summary.records} records, {summary.bytes} bytes: not the whole dataset")
         print(f"plain copy (shutil.copyfile of train.rec): {copy_mbps['wall']:7.1f} MB/s "
               f"(per CPU second: {copy_mbps['cpu']:.1f})")
         for n, mbps in convert_mbps.items():
-            print(f"convert rec --parts {n}: {mbps['wall']:7.1f} MB/s ({args.images * mbps['wall'] / rec_mb:.0f} "
-                  f"records/s; per CPU second: {mbps['cpu']:.1f} MB)")
+            print(f"convert rec --no-verify --parts {n}: {mbps['wall']:7.1f} MB/s "
+                  f"({args.images * mbps['wall'] / rec_mb:.0f} records/s; per CPU second: {mbps['cpu']:.1f} MB)")
+        print(f"convert rec --parts 1 (every image decoded, {usable_cpus()} CPUs): {verified_mbps['wall']:7.1f} MB/s "
+              f"({args.images * verified_mbps['wall'] / rec_mb:.0f} records/s; per CPU second: "
+              f"{verified_mbps['cpu']:.1f} MB)")
+        if args.convert_only:
+            print(f"ratio convert --parts 1/copy (goal >= 0.5): {convert_mbps[1]['wall'] / copy_mbps['wall']:.3f}")
+            print_verification_ratios(convert_mbps[1], verified_mbps)
+            return
         mx_rps, ff_rps = bench_readers(work / "rec", max(args.repeats // 3, 1))
         print(f"read records: mxnet.recordio {mx_rps:.0f}/s, faceflow {ff_rps:.0f}/s")
         all_cpus = os.sched_getaffinity(0)
@@ -241,6 +268,7 @@ def main() -> None:
           f"{convert_mbps[1]['cpu'] / copy_mbps['cpu']:.3f}")
     print(f"ratio convert --parts {args.parts}/copy: {convert_mbps[args.parts]['wall'] / copy_mbps['wall']:.3f}")
     print(f"ratio convert --parts 1/copy (goal >= 0.5): {convert_mbps[1]['wall'] / copy_mbps['wall']:.3f}")
+    print_verification_ratios(convert_mbps[1], verified_mbps)
     print(f"ratio faceflow/mxnet record reader: {ff_rps / mx_rps:.3f}")
     for name, pipes, consumer in (("every CPU", both, "numpy"), ("every CPU", both, "ready"),
                                   ("same single CPU", pinned, "ready"), ("same single CPU", pinned, "numpy")):

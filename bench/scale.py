@@ -6,9 +6,10 @@ framed with numpy in bulk (about 1 GB on disk, removed at the end). Each command
 process; its peak RSS comes from `os.wait4`. Printed per command: peak RSS of both files, the marginal
 peak per record ((big - small) / extra records, which cancels the interpreter and libraries) and the
 marginal seconds per million records. Commands: `index` without train.idx (scan and write it), `index`
-with a current one (check it), `convert rec` (one part).
+with a current one (check it), `convert rec --no-verify` (one part, framing and JPEG markers checked, as
+before faceflow decoded images) and with --decoded `convert rec` (every image decoded).
 
-    .venv/bin/python bench/scale.py [--images 5822653] [--classes 85742] [--baseline REV] [--repeats 1]
+    .venv/bin/python bench/scale.py [--images 5822653] [--classes 85742] [--baseline REV] [--decoded] [--repeats 1]
 
 --baseline REV runs the same commands with the `faceflow` package of git revision REV too (exported with
 `git archive`), alternating with this checkout's step by step, and prints the ratios this/REV last
@@ -120,18 +121,32 @@ def run(command: list[str], code: Path) -> Run:
     return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
 
 
-STEPS = {
+STEPS = {  # "convert rec" checks framing and JPEG markers only, as faceflow did before it decoded images
     "index (rebuild)": lambda data, out: ["index", str(data)],
     "index (check)": lambda data, out: ["index", str(data)],
-    "convert rec": lambda data, out: ["convert", "rec", str(data), str(out), "--quiet"],
+    "convert rec": lambda data, out: ["convert", "rec", str(data), str(out), "--quiet", "--no-verify"],
+    "convert rec, decoded": lambda data, out: ["convert", "rec", str(data), str(out), "--quiet"],
 }
+
+
+def decodes_images(code: Path) -> bool:
+    """True when the package at `code` decodes images in `convert rec` (and so knows --no-verify)."""
+    return "--no-verify" in (code / "faceflow" / "cli" / "convert.py").read_text()
+
+
+def steps_of(code: Path, decoded: bool) -> list[str]:
+    """The steps to run with the package at `code` (an older one neither decodes nor knows --no-verify)."""
+    return [step for step in STEPS if step != "convert rec, decoded" or (decoded and decodes_images(code))]
 
 
 def measure(step: str, data: Path, work: Path, code: Path) -> Run:
     """One step on dataset `data`, run with the package at `code` (its output removed afterwards)."""
     if step == "index (rebuild)":
         (data / "train.idx").unlink(missing_ok=True)
-    result = run(STEPS[step](data, work / "of"), code)
+    command = STEPS[step](data, work / "of")
+    if not decodes_images(code):
+        command = [arg for arg in command if arg != "--no-verify"]
+    result = run(command, code)
     shutil.rmtree(work / "of", ignore_errors=True)
     return result
 
@@ -151,6 +166,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=20, help="the small dataset is 1/SMALL of the big one")
     parser.add_argument("--baseline", metavar="REV", help="also measure the faceflow package of this git revision")
     parser.add_argument("--repeats", type=int, default=1, help="runs per step and code version (best time kept)")
+    parser.add_argument("--decoded", action="store_true",
+                        help="also measure `convert rec` decoding every image (several minutes more)")
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)  # internal: write one dataset, print its count
     args = parser.parse_args()
     if args.write:
@@ -168,37 +185,37 @@ def main() -> None:
         if args.baseline:
             codes[args.baseline] = export_revision(args.baseline, work / "baseline")
         found: dict[str, dict[str, dict[str, list[Run]]]] = {
-            name: {which: {step: [] for step in STEPS} for which in counts} for name in codes}
+            name: {which: {step: [] for step in steps_of(code, args.decoded)} for which in counts} for name, code in codes.items()}
         turn = 0
         for _ in range(args.repeats):
             for which in counts:
                 for step in STEPS:  # the code versions alternate step by step, the first one swapped each time
                     turn += 1
                     for name in list(codes)[::(-1) ** turn]:
-                        found[name][which][step].append(measure(step, work / which, work, codes[name]))
+                        if step in found[name][which]:
+                            found[name][which][step].append(measure(step, work / which, work, codes[name]))
         load = os.getloadavg()[0]
     extra = counts["big"] - counts["small"]
     summary: dict[str, dict[str, Run]] = {}
     for name, sides in found.items():
         print(f"faceflow of {'this checkout' if name == 'this' else name}:")
         summary[name] = {}
-        for step in STEPS:
+        for step in sides["big"]:
             big, small = (Run(min(r.wall for r in sides[w][step]), min(r.cpu for r in sides[w][step]),
                               max(r.peak for r in sides[w][step])) for w in ("big", "small"))
             marginal = summary[name][step] = Run((big.wall - small.wall) / extra * 1e6,
                                                  (big.cpu - small.cpu) / extra * 1e6, (big.peak - small.peak) / extra)
-            print(f"  {step:16s} peak RSS {big.peak / 1e6:7.1f} MB (small file {small.peak / 1e6:6.1f} MB): "
+            print(f"  {step:20s} peak RSS {big.peak / 1e6:7.1f} MB (small file {small.peak / 1e6:6.1f} MB): "
                   f"{marginal.peak:6.1f} bytes/record; per million records {marginal.wall:5.2f} s "
                   f"({marginal.cpu:5.2f} CPU s); big file {big.wall:.1f} s")
     print(f"load average {load:.2f} (wall times stretch with it; CPU times much less)")
-    for step in STEPS:
-        marginal = summary["this"][step]
+    for step, marginal in summary["this"].items():
         speed_goal = " (goal <= 7.5)" if step == "convert rec" else ""
         print(f"{step}: {marginal.peak:.1f} bytes/record (goal <= 64), {marginal.wall:.2f} s per million records"
               f"{speed_goal}, {marginal.cpu:.2f} CPU s per million")
     if args.baseline:
-        for step in STEPS:
-            mine, base = summary["this"][step], summary[args.baseline][step]
+        for step, base in summary[args.baseline].items():
+            mine = summary["this"][step]
             print(f"ratio {step} this/{args.baseline}: memory per record {mine.peak / base.peak:.3f}, "
                   f"time per record {mine.wall / base.wall:.3f}, CPU time per record {mine.cpu / base.cpu:.3f}")
 

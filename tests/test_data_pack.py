@@ -60,4 +60,4 @@ def test_pack_rejects_undecodable_and_empty(tmp_path, capsys):
     assert "no identity folders with images" in capsys.readouterr().err
     (tmp_path / "tree" / "x" / "broken.png").write_bytes(b"\x89PNG garbage")
     assert faceflow_main(["pack", str(tmp_path / "tree"), str(tmp_path / "out"), "--quiet"]) == 1
-    assert "broken.png: undecodable image" in capsys.readouterr().err
+    assert "broken.png (record key 1): undecodable image" in capsys.readouterr().err

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from data_layer_samples import jpeg
+from faceflow.data.ofrecord import PartsWriter, serialize_train_record
 from faceflow.errors import ConfigError
 from faceflow.train.config import DEFAULTS, validate_config
 from faceflow.train.rules import check_gpus, check_run, check_train_data
@@ -83,9 +85,10 @@ def test_run_rules_need_the_world_size() -> None:
 
 
 def _ofrecord(directory: Path, parts: int) -> Path:
-    directory.mkdir(parents=True)
-    for index in range(parts):
-        (directory / f"part-{index:05d}").write_bytes(b"")
+    """`parts` parts of one real record each (faceflow train decodes every record before it starts)."""
+    with PartsWriter(directory, parts) as writer:
+        for index in range(parts):
+            writer.write(serialize_train_record(jpeg(index, 112), index))
     (directory / "meta.json").write_text(json.dumps({"classes": 10, "records": 100}))
     return directory
 

@@ -66,6 +66,8 @@ def test_shipped_config_is_valid() -> None:
         (lambda c: c["datasets"]["synthetic"].update(max_members=5), "datasets.synthetic: 'url' is a dependency of"),
         (lambda c: c["datasets"].update(emore={"url": "file:///e.zip", "max_unpacked_bytes": 0}),
          "datasets.emore.max_unpacked_bytes"),
+        (lambda c: c["datasets"].update(port={"ofrecord": {"path": "/data/port", "max_members": 5}}),
+         "datasets.port.ofrecord: 'url' is a dependency of 'max_members'"),
         (lambda c: c["datasets"].update(emore={"url": "ftp://x"}), "datasets.emore.url"),
         (lambda c: c["runs"]["a"].pop("dataset"), "runs.a.dataset: required"),
     ],

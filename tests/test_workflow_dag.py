@@ -1,4 +1,4 @@
-"""The workflow's DAG, lint, config errors at start, and the dataset rules (download, link)."""
+"""The workflow's DAG, lint, config errors at start, and the dataset rules (download, link, ready-made OFRecord)."""
 from __future__ import annotations
 
 import io
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from faceflow.errors import ConfigError
 from faceflow.workflow.config_check import validate_config
 from faceflow.workflow.plan import build_plan
 from workflow_helpers import REPO, copy_workflow, job_counts, snakemake
@@ -133,3 +134,75 @@ def test_local_directory_dataset_is_linked(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout
     linked = workdir / "resources" / "datasets" / "mine" / "train.rec"
     assert linked.is_symlink() and linked.read_bytes() == DATA["train.rec"]
+
+
+OFRECORD = {"train/part-00000": b"t0", "train/part-00001": b"t1", "lfw/part-0": b"l"}
+
+
+def _ofrecord_config(workdir: Path, ofrecord: dict, **run: object) -> dict:
+    base = workdir / "base.yaml"
+    base.write_text(yaml.safe_dump({"network": "mbf", "batch_size": 8, "max_steps": 4, "checkpoint_every": 2}))
+    config = {
+        "datasets": {"port": {"ofrecord": ofrecord, "benchmarks": ["lfw"]}},  # no counts: faceflow train counts
+        "runs": {"r": {"dataset": "port", "base": str(base), "device": "cpu", **run}},
+        "validation": {"benchmarks": ["lfw"]},
+        "export": {},
+    }
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+def _plan_of(config: dict):
+    return build_plan(validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_ofrecord_dataset_is_planned_without_conversion_or_counts(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path / "wf")
+    config = _ofrecord_config(workdir, {"path": str(tmp_path / "port")})
+    plan = _plan_of(config)
+    assert plan.datasets["port"].ready_made and plan.datasets["port"].parts is None
+    assert "num_classes" not in plan.runs["r"].overrides and plan.runs["r"].max_steps == 4
+    config["runs"]["r"]["epochs"] = 2
+    with pytest.raises(ConfigError, match=r"datasets\.port: num_images: needed to turn epochs into steps"):
+        _plan_of(config)
+    config["datasets"]["port"]["num_images"] = 80
+    assert _plan_of(config).runs["r"].max_steps == 20
+    config["datasets"]["port"]["parts"] = 2
+    with pytest.raises(ConfigError, match=r"datasets\.port\.parts: an ofrecord dataset is trained on as it is"):
+        _plan_of(config)
+    config["datasets"]["port"] = {"ofrecord": {}}
+    with pytest.raises(ConfigError, match=r"datasets\.port\.ofrecord: give exactly one of url, path"):
+        _plan_of(config)
+    result = snakemake(workdir, "-n", "all")
+    assert result.returncode == 0, result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["link_ofrecord_port"] == 1 and counts["train"] == 1 and counts["validate_checkpoint"] == 2
+    assert "convert_train" not in counts and "convert_bin" not in counts
+    assert "train_data=resources/datasets/port/train" in result.stdout
+    assert "--bench lfw=resources/datasets/port/lfw" in result.stdout
+
+
+def test_ofrecord_path_is_linked_and_url_unpacked(tmp_path: Path) -> None:
+    source = tmp_path / "port data"  # a space: the path is quoted, not split
+    for name, data in OFRECORD.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    targets = ["resources/datasets/port/train", "resources/datasets/port/lfw"]
+    workdir = copy_workflow(tmp_path / "wf")
+    _ofrecord_config(workdir, {"path": str(source)})
+    result = snakemake(workdir, "--cores", "1", *targets)
+    assert result.returncode == 0, result.stdout
+    for name, data in OFRECORD.items():
+        assert (workdir / "resources" / "datasets" / "port" / name).read_bytes() == data
+    assert (workdir / targets[0]).is_symlink()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name, data in OFRECORD.items():
+            bundle.writestr(f"ofrecord/{name}", data)
+    (tmp_path / "port.zip").write_bytes(buffer.getvalue())
+    workdir = copy_workflow(tmp_path / "wf2")
+    _ofrecord_config(workdir, {"url": (tmp_path / "port.zip").as_uri()})
+    result = snakemake(workdir, "--cores", "1", *targets)
+    assert result.returncode == 0, result.stdout
+    for name, data in OFRECORD.items():
+        assert (workdir / "resources" / "datasets" / "port" / name).read_bytes() == data

@@ -16,6 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--shuffle", action="store_true", help="shuffle the record order (seeded)")
     rec.add_argument("--seed", type=int, default=0, help="shuffle seed")
     rec.add_argument("--skip-bad", action="store_true", help="skip and count undecodable images instead of failing")
+    rec.add_argument("--no-verify", action="store_true",
+                     help="check only the framing and JPEG markers, do not decode every image (faster; a corrupt "
+                          "image is then found by faceflow train's own check)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     bin_ = sub.add_parser("bin", help="verification BIN_FILE -> OUT_DIR/part-00000 (encoded + issame)")
     bin_.add_argument("bin_file", metavar="BIN_FILE")
@@ -29,7 +32,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.kind == "rec":
         summary = convert_rec(args.data_dir, args.out_dir, args.parts, shuffle=args.shuffle, seed=args.seed,
-                              skip_bad=args.skip_bad, progress=not args.quiet)
+                              skip_bad=args.skip_bad, verify=not args.no_verify, progress=not args.quiet)
     else:
         summary = convert_bin(args.bin_file, args.out_dir, progress=not args.quiet)
     print(summary.line())

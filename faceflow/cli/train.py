@@ -2,7 +2,8 @@
 
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
-Before that, every combination that cannot run is refused (faceflow.train.rules: the device, the world
+Before that, every training record is checked (faceflow.data.train_parts: bad_images fail or skip, cached
+per part), every combination that cannot run is refused (faceflow.train.rules: the device, the world
 size, the data's OFRecord parts), and OUT's checkpoints are checked against the config
 (faceflow.train.resume): same training settings resume, changed ones stop with an error or, with
 --restart-if-changed, are set aside. A CUDA run outside a scheduler leases its GPUs first
@@ -71,7 +72,7 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int, GpuLease | None]:
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
         raise FaceflowError(f"--node-rank {args.node_rank}: must be in [0, {args.nnodes})")
-    config = worker.resolve(args)
+    config = worker.resolve(args, progress=sys.stderr.isatty(), announce=lambda line: print(line, flush=True))
     if args.nproc_per_node is None:
         args.nproc_per_node = config["nproc_per_node"]
     world = args.nproc_per_node * args.nnodes
@@ -99,7 +100,7 @@ def _checked_device(args: argparse.Namespace, config: dict, world: int) -> str:
         from faceflow.runtime.device import visible_gpus
 
         check_gpus(args.nproc_per_node, visible_gpus())
-    check_train_data(config, world)
+    check_train_data(config, world, worker.verified_train_data(config).read_dir)  # the check's cached result
     return device
 
 
@@ -110,7 +111,13 @@ def main(argv: list[str]) -> int:
     try:
         out_dir = Path(args.out) if args.out else worker.default_out_dir(args.config)
         if args.node_rank == 0:  # other nodes' workers look at OUT only after joining node 0's, started below
-            prepare_out_dir(out_dir, config, world, args.restart_if_changed, TrainLog(out_dir, True).message)
+            log = TrainLog(out_dir, True).message
+            prepare_out_dir(out_dir, config, world, args.restart_if_changed, log)
+            lines = worker.verified_train_data(config).log_lines()  # the check's cached result
+            if lines:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            for line in lines:
+                log(line)
         return _train(args, out_dir, world)
     finally:
         if lease is not None:

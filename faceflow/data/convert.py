@@ -17,12 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from faceflow.data.image_bytes import JPEG_EOI, JPEG_SOI, image_problem, image_size_of_bytes
-from faceflow.data.ofrecord import FramedRecordEncoder, PartsWriter
+from faceflow.data.image_verify import ImageChecker
+from faceflow.data.ofrecord import META_NAME, FramedRecordEncoder, PartsWriter, part_name
 from faceflow.data.recordio import ImageChunk, RecordDataset
+from faceflow.data.train_parts import PartScan, store_scan
 from faceflow.data.verification_bin import read_bin
 from faceflow.errors import DataFormatError, FaceflowError
 
-META_NAME = "meta.json"
 _SOI, _EOI = np.frombuffer(JPEG_SOI, np.uint8), np.frombuffer(JPEG_EOI, np.uint8)
 
 
@@ -53,8 +54,9 @@ def _check_parts(num_parts: int) -> None:
 
 
 def _write_meta(out_dir: Path, summary: ConvertSummary, source: Path, kind: str,
-                image_size: tuple[int, int] | None) -> None:
-    meta = {"kind": kind, "source": str(source), "image_size": image_size, **asdict(summary)}
+                image_size: tuple[int, int] | None, images_decoded: bool = False) -> None:
+    meta = {"kind": kind, "source": str(source), "image_size": image_size, "images_decoded": images_decoded,
+            **asdict(summary)}
     path = out_dir / META_NAME
     try:
         path.write_text(json.dumps(meta, indent=1) + "\n")
@@ -85,15 +87,18 @@ def _image_size(image: bytes, where: str) -> tuple[int, int]:
 
 
 def _first_image_size(dataset: RecordDataset) -> tuple[int, int] | None:
-    for key, _, image in dataset.labelled_images(dataset.image_keys[:1]):
-        return _image_size(image, f"{dataset.rec_path}: key {key}")
+    for _, _, image in dataset.labelled_images(dataset.image_keys[:1]):
+        try:
+            return image_size_of_bytes(image)
+        except Exception:  # PIL raises several types; the record's own check reports it
+            return None
     return None
 
 
 def _check_chunk(dataset: RecordDataset, chunk: ImageChunk, limit: int, class_source: str, skip_bad: bool
-                 ) -> tuple[list[bytes | memoryview], np.ndarray, np.ndarray, int]:
-    """(images, lengths, int labels, skipped) of a chunk: vectorised checks, the exact per-record path
-    (and its one-line errors) only for the records those checks do not pass."""
+                 ) -> tuple[list[bytes | memoryview], np.ndarray, np.ndarray, int, np.ndarray]:
+    """(images, lengths, int labels, skipped, keys) of a chunk's kept records: vectorised checks, the exact
+    per-record path (and its one-line errors) only for the records those checks do not pass."""
     labels = np.trunc(chunk.labels)
     starts, ends, data = chunk.starts, chunk.ends, chunk.array
     lengths = ends - starts
@@ -129,19 +134,49 @@ def _check_chunk(dataset: RecordDataset, chunk: ImageChunk, limit: int, class_so
                 continue
         images[i], lengths[i], values[i] = image, len(image), label
     skipped = len(keep) - int(keep.sum())
+    keys = chunk.keys
     if skipped:
         images = [image for image, k in zip(images, keep.tolist()) if k]
-        lengths, values = lengths[keep], values[keep]
-    return images, lengths, values, skipped
+        lengths, values, keys = lengths[keep], values[keep], keys[keep]
+    return images, lengths, values, skipped, keys
+
+
+def _verify_chunk(dataset: RecordDataset, checker: ImageChecker, crop: tuple[int, int], skip_bad: bool,
+                  images: list[bytes | memoryview], lengths: np.ndarray, values: np.ndarray, keys: np.ndarray
+                  ) -> tuple[list[bytes | memoryview], np.ndarray, np.ndarray, int]:
+    """The chunk without the images OneFlow's training decoder could not read (every image decoded, in
+    parallel): (images, lengths, labels, skipped); without --skip-bad the first such image is an error."""
+    problems = checker.problems(images, crop)
+    bad = [i for i, problem in enumerate(problems) if problem is not None]
+    if not bad:
+        return images, lengths, values, 0
+    if not skip_bad:
+        key = int(keys[bad[0]])
+        raise DataFormatError(f"{dataset.rec_path}: key {key} at byte offset {dataset.index[key]}: "
+                              f"{problems[bad[0]]} (--skip-bad skips such records)")
+    keep = np.ones(len(images), bool)
+    keep[bad] = False
+    return [image for image, k in zip(images, keep.tolist()) if k], lengths[keep], values[keep], len(bad)
+
+
+def _record_verified_parts(out_dir: Path, records: int, label_max: np.ndarray, crop: tuple[int, int]) -> None:
+    """Cache the verification of the parts just written (records went round-robin), so training does not
+    decode them again (faceflow.data.train_parts)."""
+    parts = len(label_max)
+    for i in range(parts):
+        count = (records - i + parts - 1) // parts
+        store_scan(out_dir / part_name(i), crop, PartScan(count, int(label_max[i])))
 
 
 def convert_rec(data_dir: str | Path, out_dir: str | Path, num_parts: int, *, shuffle: bool = False,
-                seed: int = 0, skip_bad: bool = False, progress: bool = True) -> ConvertSummary:
+                seed: int = 0, skip_bad: bool = False, verify: bool = True, progress: bool = True) -> ConvertSummary:
     """Convert `DATA_DIR/train.{rec,idx}` (+ property) to `num_parts` OFRecord training parts.
 
     Records are checked and framed a chunk at a time with numpy over a memory map of `train.rec`, and
     written with `writev` straight from the map by a background thread while the next chunk is framed;
-    the output is byte-identical to per-record protobuf serialization.
+    the output is byte-identical to per-record protobuf serialization. With `verify` (the default) every
+    image is decoded as OneFlow's training decoder would (in parallel over the usable CPUs); without it
+    only the framing and JPEG markers are checked.
     """
     _check_parts(num_parts)
     start = time.perf_counter()
@@ -156,21 +191,31 @@ def convert_rec(data_dir: str | Path, out_dir: str | Path, num_parts: int, *, sh
         limit = num_classes if num_classes is not None else 1 << 31
         class_source = dataset.data_dir / "property" if dataset.property else "the header's identity records"
         encoder = FramedRecordEncoder("encoded", "label")
+        image_size = dataset.property[1:] if dataset.property else _first_image_size(dataset)
+        crop = tuple(image_size) if image_size else (0, 0)
+        label_max = np.full(num_parts, -1, np.int64)
         bar = tqdm(total=len(keys), unit="img", desc=f"convert {data_dir.name}", disable=not progress,
                    mininterval=0.5)
-        with bar, _gc_paused(), PartsWriter(out_dir, num_parts) as writer:
+        with bar, _gc_paused(), ImageChecker(None if verify else 1) as checker, \
+                PartsWriter(out_dir, num_parts) as writer:
             for chunk in dataset.image_chunks(keys):
-                images, lengths, values, bad = _check_chunk(dataset, chunk, limit, class_source, skip_bad)
+                images, lengths, values, bad, kept = _check_chunk(dataset, chunk, limit, class_source, skip_bad)
+                if verify:
+                    images, lengths, values, unreadable = _verify_chunk(dataset, checker, crop, skip_bad, images,
+                                                                        lengths, values, kept)
+                    bad += unreadable
                 skipped += bad
                 if num_classes is None:
                     labels_seen.update(np.unique(values).tolist())
+                np.maximum.at(label_max, (writer.records + np.arange(len(values))) % num_parts, values)
                 writer.write_batch(encoder, images, lengths, values)  # views of the map: written in the background
                 del images, chunk
                 bar.update(len(lengths) + bad)
             summary = ConvertSummary(writer.records, num_classes or len(labels_seen), writer.bytes,
                                      time.perf_counter() - start, num_parts, skipped)
-            image_size = dataset.property[1:] if dataset.property else _first_image_size(dataset)
-            _write_meta(writer.tmp_dir, summary, data_dir, "train", image_size)
+            _write_meta(writer.tmp_dir, summary, data_dir, "train", image_size, verify)
+    if verify:
+        _record_verified_parts(out_dir, summary.records, label_max, crop)
     summary.seconds = time.perf_counter() - start
     return summary
 

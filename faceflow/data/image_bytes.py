@@ -34,9 +34,9 @@ def image_problem(data: bytes) -> str | None:
     return None
 
 
-def to_jpeg(data: bytes, quality: int = 95) -> bytes:
-    """`data` unchanged when it is a JPEG, else decoded and re-encoded as an RGB JPEG."""
-    if is_jpeg(data):
+def to_jpeg(data: bytes, quality: int = 95, reencode: bool = False) -> bytes:
+    """`data` unchanged when it is a JPEG (unless `reencode`), else decoded and re-encoded as an RGB JPEG."""
+    if is_jpeg(data) and not reencode:
         return data
     with Image.open(io.BytesIO(data)) as im:
         out = io.BytesIO()

@@ -23,6 +23,8 @@ from faceflow.errors import DataFormatError, FaceflowError
 
 PART_SUFFIX_LENGTH = 5
 PART_PREFIX = "part-"
+PORT_VALIDATION_PART = "part-0"  # the single part the OneFlow port's validation converter writes
+META_NAME = "meta.json"  # the converter's side file: kind, source, counts, image size
 _LENGTH = struct.Struct("q")
 
 
@@ -377,7 +379,9 @@ def part_files(data_dir: str | Path) -> list[Path]:
     parts = sorted(p for p in data_dir.glob(f"{PART_PREFIX}*")
                    if len(p.name) == len(PART_PREFIX) + PART_SUFFIX_LENGTH and p.name[len(PART_PREFIX):].isdigit())
     if not parts:
-        raise DataFormatError(f"{data_dir}: no OFRecord parts named {part_name(0)}, {part_name(1)}, ...")
+        found = " (found part-0, the OneFlow port's validation layout)" if (data_dir / PORT_VALIDATION_PART).is_file() \
+            else ""
+        raise DataFormatError(f"{data_dir}: no OFRecord parts named {part_name(0)}, {part_name(1)}, ...{found}")
     names = [p.name for p in parts]
     expected = [part_name(i) for i in range(len(parts))]
     if names != expected:
@@ -385,6 +389,15 @@ def part_files(data_dir: str | Path) -> list[Path]:
         raise DataFormatError(
             f"{data_dir}: OFRecord parts are not numbered 0..{len(parts) - 1} (missing {missing[:3]})")
     return parts
+
+
+def readable_parts(data_dir: str | Path) -> list[Path]:
+    """Parts faceflow's own readers take: `part-00000`, `part-00001`, ..., or the OneFlow port's single `part-0`
+    (OneFlow's OFRecordReader needs the first naming: see part_files)."""
+    data_dir = Path(data_dir)
+    if (data_dir / PORT_VALIDATION_PART).is_file() and not (data_dir / part_name(0)).exists():
+        return [data_dir / PORT_VALIDATION_PART]
+    return part_files(data_dir)
 
 
 def _feature_value(feature: ofrecord_proto.Feature) -> object:
@@ -416,8 +429,8 @@ def read_part(path: str | Path) -> Iterator[dict[str, object]]:
 
 
 def read_records(data_dir: str | Path) -> Iterator[dict[str, object]]:
-    """Decoded records of every part of an OFRecord directory, part by part."""
-    for path in part_files(data_dir):
+    """Decoded records of every part of an OFRecord directory (either naming, see readable_parts), part by part."""
+    for path in readable_parts(data_dir):
         yield from read_part(path)
 
 

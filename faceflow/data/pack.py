@@ -1,8 +1,10 @@
 """Pack a folder-per-identity image tree into an InsightFace-layout RecordIO dataset.
 
 `ROOT/<identity>/<image>`: identities sorted by folder name get labels 0..C-1 (empty folders are
-skipped); JPEG files are stored byte for byte, other formats re-encoded as JPEG quality 95. All
-images must share one size (the `property` file records it). `identities.tsv` maps label -> folder.
+skipped); JPEG files are stored byte for byte, other formats (and CMYK JPEGs, which OneFlow's decoder
+cannot read) re-encoded as RGB JPEG quality 95. Every JPEG is decoded as OneFlow's training decoder
+would (in parallel over the usable CPUs) unless `verify` is off. All images must share one size (the
+`property` file records it). `identities.tsv` maps label -> folder.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Iterator
 from tqdm import tqdm
 
 from faceflow.data.atomic import atomic_file
-from faceflow.data.image_bytes import image_problem, image_size_of_bytes, to_jpeg
+from faceflow.data.image_bytes import image_problem, image_size_of_bytes, is_jpeg, to_jpeg
+from faceflow.data.image_verify import ImageChecker, needs_rgb_reencode, training_image_problem
 from faceflow.data.recordio import write_insightface_dataset
 from faceflow.errors import DataFormatError
 
@@ -29,11 +32,14 @@ class PackSummary:
     classes: int
     reencoded: int
     image_size: tuple[int, int]
+    skipped: int = 0
 
     def line(self) -> str:
         """The closing line printed by `faceflow pack`."""
         h, w = self.image_size
-        return f"{self.images} images, {self.classes} classes, {w}x{h}, {self.reencoded} re-encoded as JPEG"
+        skipped = f", {self.skipped} bad skipped" if self.skipped else ""
+        return (f"{self.images} images, {self.classes} classes, {w}x{h}, {self.reencoded} re-encoded as JPEG"
+                f"{skipped}")
 
 
 def scan_folder(root: str | Path) -> list[tuple[str, list[Path]]]:
@@ -54,40 +60,86 @@ def scan_folder(root: str | Path) -> list[tuple[str, list[Path]]]:
     return identities
 
 
-def pack_folder(root: str | Path, out_dir: str | Path, progress: bool = True) -> PackSummary:
-    """Write `out_dir/{train.rec, train.idx, property, identities.tsv}` from the image tree at `root`."""
+@dataclass
+class LoadedImage:
+    """One image file as it will be stored: JPEG bytes and (height, width) (None when unusable, with the reason)."""
+
+    path: Path
+    label: int
+    jpeg: bytes | None
+    problem: str | None = None
+    reencoded: bool = False
+    size: tuple[int, int] | None = None
+
+
+def load_image(path: Path, label: int, verify: bool = True) -> LoadedImage:
+    """One image file ready to store: JPEGs pass unchanged (decoded first when `verify`); other formats and
+    CMYK JPEGs are re-encoded as RGB JPEG."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return LoadedImage(path, label, None, f"cannot read the file ({err.strerror or err})")
+    reencode = not is_jpeg(data) or needs_rgb_reencode(data)
+    problem = training_image_problem(data) if verify and not reencode else image_problem(data)
+    if problem is not None:
+        return LoadedImage(path, label, None, problem)
+    try:
+        jpeg = to_jpeg(data, reencode=True) if reencode else data
+        return LoadedImage(path, label, jpeg, reencoded=reencode, size=image_size_of_bytes(jpeg))
+    except Exception as err:  # PIL raises several types for corrupt data
+        return LoadedImage(path, label, None, f"undecodable image ({type(err).__name__}: {str(err)[:60]})")
+
+
+def _first_size(identities: list[tuple[str, list[Path]]], verify: bool, skip_bad: bool) -> tuple[int, int]:
+    """Size of the first usable image (the size every image must have)."""
+    for _, images in identities:
+        for path in images:
+            loaded = load_image(path, 0, verify)
+            if loaded.size is not None:
+                return loaded.size
+            if not skip_bad:
+                raise DataFormatError(f"{path} (record key 1): {loaded.problem} (--skip-bad skips such images)")
+    raise DataFormatError(f"{identities[0][1][0].parent.parent}: no usable image (every image was bad)")
+
+
+def pack_folder(root: str | Path, out_dir: str | Path, progress: bool = True, *, verify: bool = True,
+                skip_bad: bool = False) -> PackSummary:
+    """Write `out_dir/{train.rec, train.idx, property, identities.tsv}` from the image tree at `root`.
+
+    An unusable image stops with its path and the record key it would get, or with `skip_bad` is left out
+    and counted (its identity keeps its label).
+    """
     identities = scan_folder(root)
     total = sum(len(images) for _, images in identities)
-    first_path = identities[0][1][0]
-    first = first_path.read_bytes()
-    problem = image_problem(first)
-    if problem is not None:
-        raise DataFormatError(f"{first_path}: {problem}")
-    image_size = image_size_of_bytes(first)
-    reencoded = 0
+    image_size = _first_size(identities, verify, skip_bad)
+    counts = {"reencoded": 0, "skipped": 0}
 
-    def records() -> Iterator[tuple[int, bytes]]:
+    def records(checker: ImageChecker) -> Iterator[tuple[int, bytes]]:
+        labelled = ((label, path) for label, (_, images) in enumerate(identities) for path in images)
+        key = 1
         with tqdm(total=total, unit="img", desc="pack", disable=not progress, mininterval=0.5) as bar:
-            for label, (_, images) in enumerate(identities):
-                for path in images:
-                    data = path.read_bytes()
-                    problem = image_problem(data)
-                    if problem is not None:
-                        raise DataFormatError(f"{path}: {problem}")
-                    jpeg = to_jpeg(data)
-                    nonlocal reencoded
-                    reencoded += jpeg is not data
-                    size = image_size_of_bytes(jpeg)
-                    if size != image_size:
-                        h, w = image_size
-                        raise DataFormatError(f"{path}: image is {size[1]}x{size[0]}, the first image was "
-                                              f"{w}x{h} (align faces to one size)")
-                    bar.update(1)
-                    yield label, jpeg
+            for image in checker.map(lambda item: load_image(item[1], item[0], verify), labelled):
+                bar.update(1)
+                if image.jpeg is None:
+                    if skip_bad:
+                        counts["skipped"] += 1
+                        continue
+                    raise DataFormatError(f"{image.path} (record key {key}): {image.problem} "
+                                          "(--skip-bad skips such images)")
+                counts["reencoded"] += image.reencoded
+                size = image.size
+                if size != image_size:
+                    h, w = image_size
+                    raise DataFormatError(f"{image.path}: image is {size[1]}x{size[0]}, the first image was "
+                                          f"{w}x{h} (align faces to one size)")
+                key += 1
+                yield image.label, image.jpeg
 
     out_dir = Path(out_dir)
-    write_insightface_dataset(out_dir, records(), len(identities), image_size)
+    with ImageChecker() as checker:
+        write_insightface_dataset(out_dir, records(checker), len(identities), image_size)
     with atomic_file(out_dir / IDENTITIES_NAME) as tmp:  # folder names byte for byte, even if not UTF-8
         tmp.write_text("".join(f"{label}\t{name}\n" for label, (name, _) in enumerate(identities)),
                        errors="surrogateescape")
-    return PackSummary(total, len(identities), reencoded, image_size)
+    return PackSummary(total - counts["skipped"], len(identities), counts["reencoded"], image_size,
+                       counts["skipped"])

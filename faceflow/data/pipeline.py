@@ -7,7 +7,6 @@ also returns the mirrored copy that the verification protocol embeds.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -16,13 +15,12 @@ import numpy as np
 
 from faceflow.runtime.flow import flow
 
-from faceflow.data.convert import META_NAME
 from faceflow.data.ofrecord import PART_PREFIX, PART_SUFFIX_LENGTH, count_records, part_files, read_records
+from faceflow.data.train_parts import image_size_of
 from faceflow.errors import FaceflowError
 
 MEAN = [127.5, 127.5, 127.5]
 STD = [127.5, 127.5, 127.5]
-DEFAULT_IMAGE_SIZE = 112
 
 
 def check_parts_divisible(data_dir: str | Path, world_size: int) -> int:
@@ -33,16 +31,6 @@ def check_parts_divisible(data_dir: str | Path, world_size: int) -> int:
             f"{data_dir}: {num_parts} OFRecord parts cannot be split evenly over {world_size} ranks "
             f"(reconvert with `faceflow convert rec ... --parts` a multiple of {world_size})")
     return num_parts
-
-
-def image_size_of(data_dir: str | Path) -> tuple[int, int]:
-    """Image (height, width) recorded by the converter in `meta.json`, else 112x112."""
-    meta = Path(data_dir) / META_NAME
-    if meta.exists():
-        size = json.loads(meta.read_text()).get("image_size")
-        if size:
-            return int(size[0]), int(size[1])
-    return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
 
 
 def _normalizer(image_size: tuple[int, int]) -> flow.nn.Module:

@@ -121,7 +121,10 @@ def dataset_counts(train_data: str) -> tuple[int, int] | None:
 
 
 def resolve_dataset(config: dict[str, Any], counts: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Fill num_classes/num_images from `counts` (default: the data's meta.json) when unset; returns a copy."""
+    """Fill num_classes/num_images from `counts` (default: the data's meta.json) when unset; returns a copy.
+
+    `faceflow train` passes the counts of its check of every training record (faceflow.data.train_parts).
+    """
     result = dict(config)
     if not result["train_data"]:
         _fail("train_data", "not set (use --set train_data=DIR with OFRecord part-NNNNN files)")
@@ -135,7 +138,7 @@ def resolve_dataset(config: dict[str, Any], counts: tuple[int, int] | None = Non
         if result["num_images"] is None:
             result["num_images"] = counts[1]
     if result["num_classes"] is None:
-        _fail("num_classes", "not set and could not be read from the training data (no meta.json)")
+        _fail("num_classes", "not set and could not be read from the training data (no meta.json, no labels)")
     if counts is not None and result["num_classes"] < counts[0]:
         _fail("num_classes", f"{result['num_classes']} is less than the {counts[0]} classes in {result['train_data']}")
     return result

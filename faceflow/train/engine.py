@@ -44,16 +44,21 @@ class TrainingDiverged(FaceflowError):
 def pipeline_batches(config: dict[str, Any], placement: flow.placement, start_step: int) -> Batches:
     """Global (images, labels) batches, split(0) over ranks, from the OFRecord training pipeline.
 
+    OneFlow reads the checked training folder (faceflow.data.train_parts): the data itself, or a view
+    without the records its decoder cannot read (bad_images: skip).
+
     One batch is always in flight: OneFlow runs ops asynchronously, so on CUDA the next batch is read
     and decoded on the CPU while the GPU computes the step (on a CPU-only run both share the cores).
     """
     from faceflow.data.pipeline import TrainPipeline, check_parts_divisible
+    from faceflow.data.train_parts import verify_train_parts
 
-    check_parts_divisible(config["train_data"], world_size())
+    data = verify_train_parts(config["train_data"], config["bad_images"])  # checked by `faceflow train`: cached
+    check_parts_divisible(data.read_dir, world_size())
     pipeline = TrainPipeline(
-        config["train_data"], config["batch_size"], placement=placement, sbp=flow.sbp.split(0),
+        data.read_dir, config["batch_size"], placement=placement, sbp=flow.sbp.split(0),
         shuffle=config["shuffle"], shuffle_buffer=config["shuffle_buffer"], seed=config["seed"] + start_step,
-        mirror=config["mirror"], num_threads=config["num_threads"])
+        mirror=config["mirror"], num_threads=config["num_threads"], image_size=data.image_size)
     upcoming = pipeline()
     while True:
         current, upcoming = upcoming, pipeline()

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from faceflow.data.train_parts import BAD_IMAGE_POLICIES
 from faceflow.errors import ConfigError
 from faceflow.heads.registry import FC_MODES, list_losses, margin_names
 from faceflow.models.registry import list_models
@@ -124,8 +125,11 @@ KEYS: tuple[Key, ...] = (
     Key("network_kwargs", {}, "mapping", run="network_kwargs",
         doc="backbone options (parameters of its factory, e.g. mbf blocks, width_mult)"),
     Key("train_data", None, "str", nullable=True, doc="OFRecord training directory (the workflow sets it)"),
-    Key("num_classes", None, "int", ">=2", nullable=True, doc="identities; default: the data's meta.json"),
-    Key("num_images", None, "int", ">0", nullable=True, doc="training images; default: the data's meta.json"),
+    Key("bad_images", "fail", "str", choices=BAD_IMAGE_POLICIES, run="bad_images", resume_free=True,
+        doc="a training record OneFlow cannot decode stops the run (fail) or is left out and counted (skip); "
+            "resume-free: a run trains only on records that decode either way"),
+    Key("num_classes", None, "int", ">=2", nullable=True, doc="identities; default: the data's meta.json, else its labels"),
+    Key("num_images", None, "int", ">0", nullable=True, doc="training images; default: the records the data check counts"),
     Key("loss", "arcface", "str", choices=list_losses, run="loss", doc="loss (the head registry)"),
     Key("margins", None, "mapping", nullable=True, run="margins", doc="overrides of the loss's margins"),
     Key("fc_mode", "data_parallel", "str", choices=FC_MODES, run="fc_mode", doc="class-weight layout over ranks"),

@@ -145,12 +145,16 @@ def check_gpus(processes_per_node: int, gpus: int) -> None:
                           f"it shows {gpus} (CUDA_VISIBLE_DEVICES)")
 
 
-def check_train_data(config: Config, world_size: int) -> None:
-    """The run's files: OFRecord parts shared evenly by the ranks, validation benchmarks present."""
+def check_train_data(config: Config, world_size: int, read_dir: str | os.PathLike | None = None) -> None:
+    """The run's files: OFRecord parts shared evenly by the ranks, validation benchmarks present.
+
+    `read_dir` is the folder OneFlow reads when it is not train_data itself: the view that the record check
+    (faceflow.data.train_parts) makes without records and parts OneFlow cannot read.
+    """
     from faceflow.data.ofrecord import part_files
 
     data = config["train_data"]
-    parts = len(part_files(data))
+    parts = len(part_files(read_dir or data))
     if parts % world_size:
         raise ConfigError(f"train_data: {data}: {parts} OFRecord parts cannot be split evenly over {world_size} "
                           f"processes (nproc_per_node x nodes; reconvert with `faceflow convert rec ... --parts` "

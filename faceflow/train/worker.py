@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from faceflow.errors import FaceflowError
 from faceflow.runtime.lifetime import exit_with_parent
+
+if TYPE_CHECKING:
+    from faceflow.data.train_parts import TrainData
 
 
 def build_parser(prog: str = "faceflow train") -> argparse.ArgumentParser:
@@ -30,16 +34,32 @@ def default_out_dir(config_source: str) -> Path:
     return Path("runs") / Path(config_source).stem
 
 
-def resolve(args: argparse.Namespace) -> dict:
-    """The validated, dataset-resolved config the run uses (same on every rank)."""
+def resolve(args: argparse.Namespace, progress: bool = False, announce: Callable[[str], None] | None = None) -> dict:
+    """The validated, dataset-resolved config the run uses (same on every rank).
+
+    Every training record is checked first (cached per part after the first time); the check's counts size
+    a training folder that has no meta.json.
+    """
     from faceflow.train.config import load_config, resolve_dataset
 
-    config = resolve_dataset(load_config(args.config, args.overrides))
+    config = load_config(args.config, args.overrides)
+    data = verified_train_data(config, progress, announce)
+    config = resolve_dataset(config, data.counts() if data is not None else None)
     if args.do_validation_while_train and not config["validate_every"]:
         config["validate_every"] = config["checkpoint_every"]
     if args.do_validation_while_train and not config["val_benchmarks"]:
         raise FaceflowError("val_benchmarks: --do-validation-while-train needs at least one benchmark")
     return config
+
+
+def verified_train_data(config: dict, progress: bool = False,
+                        announce: Callable[[str], None] | None = None) -> "TrainData | None":
+    """The checked training folder of `config` (None when train_data is not a folder: resolve_dataset says why)."""
+    from faceflow.data.train_parts import verify_train_parts
+
+    if not config["train_data"] or not Path(config["train_data"]).is_dir():
+        return None
+    return verify_train_parts(config["train_data"], config["bad_images"], progress, announce)
 
 
 def run(args: argparse.Namespace) -> int:

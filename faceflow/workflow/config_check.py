@@ -53,7 +53,8 @@ def _describe(error: jsonschema.ValidationError, config: dict[str, Any]) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"{_key_path(where + [missing])}: required key is missing"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
-        return f"{_key_path(where)}: give exactly one of synthetic, url, path"
+        names = [name for choice in error.validator_value for name in choice.get("required", [])]
+        return f"{_key_path(where)}: give exactly one of {', '.join(names)}"
     if error.validator == "propertyNames":
         return f"{_key_path(where)}: bad name {error.instance!r} (letters, digits, _ . - only)"
     return f"{_key_path(where)}: {error.message}"

@@ -28,18 +28,26 @@ _RENAMED = {name: run for run, name in RUN_KEYS.items() if run != name}
 _RENAMED_WORD = re.compile(r"\b(?:" + "|".join(map(re.escape, _RENAMED)) + r")\b")
 
 
+DATASET_SOURCES = ("synthetic", "url", "path", "ofrecord")  # the keys of a dataset entry that say where it comes from
+
+
 @dataclass(frozen=True)
 class DatasetPlan:
-    """Where a dataset comes from and how its OFRecord copy is split."""
+    """Where a dataset comes from and how its OFRecord copy is split (ready-made OFRecord keeps its parts)."""
 
     name: str
-    source: str  # synthetic | url | path
+    source: str  # one of DATASET_SOURCES
     settings: dict[str, Any]
     num_classes: int | None
     num_images: int | None
     benchmarks: tuple[str, ...]
-    parts: int
+    parts: int | None  # None for `ofrecord`: trained on as it is
     shuffle_seed: int
+
+    @property
+    def ready_made(self) -> bool:
+        """True for OFRecord data used without conversion."""
+        return self.source == "ofrecord"
 
 
 @dataclass(frozen=True)
@@ -170,9 +178,10 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
     overrides: dict[str, Any] = {RUN_KEYS[run_key]: value for run_key, value in entry.items() if run_key in RUN_KEYS}
     num_classes, num_images = dataset_size(entry["dataset"], dataset)
     for count_key, value in (("num_classes", num_classes), ("num_images", num_images)):
-        if value is None:
+        if value is None and "ofrecord" not in dataset:  # ready-made OFRecord: counted by faceflow train's check
             raise ConfigError(f"datasets.{entry['dataset']}.{count_key}: required by {key} (see config/README.md)")
-        overrides[count_key] = value
+        if value is not None:
+            overrides[count_key] = value
     for length, other in (("max_steps", "epochs"), ("epochs", "max_steps")):
         if length in overrides and other not in overrides:  # the run's length replaces the base config's
             overrides[other] = None
@@ -221,8 +230,10 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
                 f"validation.benchmarks: {', '.join(missing)} not in datasets.{name}.benchmarks "
                 f"(used by run {users[0].name})"
             )
-        source = next(kind for kind in ("synthetic", "url", "path") if kind in entry)
+        source = next(kind for kind in DATASET_SOURCES if kind in entry)
         num_classes, num_images = dataset_size(name, entry)
+        if source == "ofrecord" and "parts" in entry:
+            raise ConfigError(f"datasets.{name}.parts: an ofrecord dataset is trained on as it is (its own parts)")
         datasets[name] = DatasetPlan(
             name=name,
             source=source,
@@ -230,7 +241,8 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
             num_classes=num_classes,
             num_images=num_images,
             benchmarks=shipped,
-            parts=ofrecord_parts([run.world_size for run in users], entry.get("parts"), f"datasets.{name}.parts"),
+            parts=None if source == "ofrecord" else
+            ofrecord_parts([run.world_size for run in users], entry.get("parts"), f"datasets.{name}.parts"),
             shuffle_seed=int(entry["shuffle_seed"]),
         )
     export = config.get("export", {})

@@ -26,8 +26,19 @@ def dataset_files(name):
     return [f"resources/datasets/{name}/{file}" for file in files]
 
 
+def ofrecord_dirs(name):
+    """Folders of resources/datasets/NAME/ of a ready-made OFRecord dataset: train/ and one per benchmark."""
+    return [f"resources/datasets/{name}/{folder}" for folder in ["train", *PLAN.datasets[name].benchmarks]]
+
+
+def archive_caps(settings):
+    """`faceflow download` options of a dataset's archive caps (keys max_unpacked_bytes, max_members)."""
+    return [f"--{key.replace('_', '-')}={settings[key]}" for key in ("max_unpacked_bytes", "max_members")
+            if key in settings]
+
+
 def datasets_from(source):
-    """Plans of the datasets some run uses whose source is synthetic | url | path."""
+    """Plans of the datasets some run uses whose source is `source` (faceflow.workflow.plan.DATASET_SOURCES)."""
     return [
         PLAN.datasets[name]
         for name in PLAN.used_datasets()
@@ -36,8 +47,11 @@ def datasets_from(source):
 
 
 def run_train_data(wildcards):
-    """The OFRecord training directory of a run's dataset."""
-    return f"results/ofrecord/{PLAN.runs[wildcards.run].dataset}/train"
+    """The OFRecord training directory of a run's dataset (converted, or ready-made as it is)."""
+    dataset = PLAN.runs[wildcards.run].dataset
+    if PLAN.datasets[dataset].ready_made:
+        return f"resources/datasets/{dataset}/train"
+    return f"results/ofrecord/{dataset}/train"
 
 
 def checkpoints_dir(wildcards):
@@ -46,8 +60,10 @@ def checkpoints_dir(wildcards):
 
 
 def run_bench_data(wildcards):
-    """The OFRecord validation directory of a benchmark of a run's dataset."""
+    """The OFRecord validation directory of a benchmark of a run's dataset (converted, or ready-made)."""
     dataset = PLAN.runs[wildcards.run].dataset
+    if PLAN.datasets[dataset].ready_made:
+        return f"resources/datasets/{dataset}/{wildcards.bench}"
     return f"results/ofrecord/{dataset}/val/{wildcards.bench}"
 
 

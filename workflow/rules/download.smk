@@ -1,6 +1,8 @@
 # resources/datasets/{dataset}/: train.rec, train.idx, property and the benchmark .bin files.
 # One rule per dataset in use, by source: drawn by `faceflow synth`, fetched by `faceflow download`
 # (http/https/file URL, resumable, sha256-checked, unpacked), or linked from a local directory.
+# A ready-made OFRecord dataset (`ofrecord: {url | path}`) gets train/ and one folder per benchmark instead,
+# which training and validation read as they are (no convert rules run for it).
 
 
 for _ds in datasets_from("synthetic"):
@@ -36,8 +38,7 @@ for _ds in datasets_from("url"):
         params:
             url=_ds.settings["url"],
             sha256=f"--sha256 {_ds.settings['sha256']}" if "sha256" in _ds.settings else "",
-            caps=[f"--{key.replace('_', '-')}={_ds.settings[key]}" for key in ("max_unpacked_bytes", "max_members")
-                  if key in _ds.settings],
+            caps=archive_caps(_ds.settings),
             out=lambda wildcards, output: os.path.dirname(output[0]),
         log:
             f"results/logs/datasets/{_ds.name}.log",
@@ -64,3 +65,43 @@ for _ds in datasets_from("path"):
             "for out in {output}; do"
             ' test -f "{params.source}/$(basename $out)" || {{ echo "missing {params.source}/$(basename $out)"; exit 1; }};'
             ' ln -sfn "{params.source}/$(basename $out)" "$out"; done > {log} 2>&1'
+
+
+for _ds in datasets_from("ofrecord"):
+    if "url" in _ds.settings["ofrecord"]:
+
+        rule:
+            name:
+                f"download_ofrecord_{_ds.name}"
+            output:
+                [directory(folder) for folder in ofrecord_dirs(_ds.name)],
+            params:
+                url=_ds.settings["ofrecord"]["url"],
+                sha256=(["--sha256", _ds.settings["ofrecord"]["sha256"]] if "sha256" in _ds.settings["ofrecord"]
+                        else []),
+                caps=archive_caps(_ds.settings["ofrecord"]),
+                out=f"resources/datasets/{_ds.name}",
+            log:
+                f"results/logs/datasets/{_ds.name}.log",
+            conda:
+                "../envs/faceflow.yaml"
+            shell:
+                "faceflow download {params.url:q} {params.out:q} {params.sha256:q} {params.caps:q} > {log:q} 2>&1"
+
+    else:
+
+        rule:
+            name:
+                f"link_ofrecord_{_ds.name}"
+            output:
+                [directory(folder) for folder in ofrecord_dirs(_ds.name)],
+            params:
+                source=os.path.abspath(_ds.settings["ofrecord"]["path"]),
+            log:
+                f"results/logs/datasets/{_ds.name}.log",
+            conda:
+                "../envs/faceflow.yaml"
+            shell:
+                "for out in {output:q}; do"
+                " test -d {params.source:q}/$(basename $out) || {{ echo missing {params.source:q}/$(basename $out); exit 1; }};"
+                " rm -rf $out; ln -sfn {params.source:q}/$(basename $out) $out; done > {log:q} 2>&1"
