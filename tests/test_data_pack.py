@@ -32,7 +32,7 @@ def test_pack_tree(tmp_path, capsys):
     assert read_property(tmp_path / "out") == (3, 16, 16)
     assert (tmp_path / "out" / "identities.tsv").read_text() == "0\talice\n1\tbob\n2\tcarol\n"
     with RecordDataset(tmp_path / "out") as dataset:
-        assert dataset.identity_ranges == [(1, 3), (3, 5), (5, 7)]
+        assert dataset.identity_ranges.tolist() == [[1, 3], [3, 5], [5, 7]]
         records = list(dataset)
     assert [r.label for r in records] == [0, 0, 1, 1, 2, 2]
     for record, (name, (jpg, png)) in zip(records[::2], files.items()):

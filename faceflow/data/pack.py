@@ -49,6 +49,9 @@ def scan_folder(root: str | Path) -> list[tuple[str, list[Path]]]:
         raise DataFormatError(f"{root}: not a directory")
     identities = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if "\t" in folder.name or "\n" in folder.name:
+            raise DataFormatError(f"{folder}: identity folder name holds a tab or newline "
+                                  f"({IDENTITIES_NAME} could not list it)")
         images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
             identities.append((folder.name, images))
@@ -135,7 +138,8 @@ def pack_folder(root: str | Path, out_dir: str | Path, progress: bool = True, *,
     out_dir = Path(out_dir)
     with ImageChecker() as checker:
         write_insightface_dataset(out_dir, records(checker), len(identities), image_size)
-    with atomic_file(out_dir / IDENTITIES_NAME) as tmp:
-        tmp.write_text("".join(f"{label}\t{name}\n" for label, (name, _) in enumerate(identities)))
+    with atomic_file(out_dir / IDENTITIES_NAME) as tmp:  # folder names byte for byte, even if not UTF-8
+        tmp.write_text("".join(f"{label}\t{name}\n" for label, (name, _) in enumerate(identities)),
+                       errors="surrogateescape")
     return PackSummary(total - counts["skipped"], len(identities), counts["reencoded"], image_size,
                        counts["skipped"])
