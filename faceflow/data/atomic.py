@@ -55,6 +55,31 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
                 tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_files(folder: str | Path, names: tuple[str, ...]) -> Iterator[Path]:
+    """Yield a staging directory in `folder` for the files `names`; on success they replace those in `folder`.
+
+    For outputs that share a folder with files faceflow does not own (so the folder cannot be swapped whole):
+    the old files go first, the last name first, and the new ones arrive with the last name last, so until
+    the last one is in place the set never looks complete.
+    """
+    folder = Path(folder)
+    with _no_room_named(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{names[-1]}.", suffix=".tmp", dir=folder))
+        try:
+            yield staging
+            missing = [name for name in names if not (staging / name).is_file()]
+            if missing:
+                raise FaceflowError(f"{folder}: {missing[0]} was not written; nothing replaced")
+            for name in reversed(names):
+                (folder / name).unlink(missing_ok=True)
+            for name in names:
+                os.replace(staging / name, folder / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def is_leftover_temporary(path: Path, name_prefix: str = "") -> bool:
     """True for a temporary file or directory `atomic_file`/`atomic_dir` left behind when its writer was killed
     (names `.{name}.XXXX.tmp` / `.old`), optionally only those of targets whose name starts with `name_prefix`."""
