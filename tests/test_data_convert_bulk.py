@@ -72,6 +72,8 @@ def test_labelled_images_match_read_with_array_labels(tmp_path, chunk_records, o
 @pytest.mark.parametrize("parts,shuffle", [(1, False), (3, False), (4, True)])
 def test_convert_is_byte_identical_to_protobuf(tmp_path, monkeypatch, chunk_records, parts, shuffle):
     monkeypatch.setattr(recordio, "CHUNK_RECORDS", chunk_records)
+    if chunk_records == 5:  # the map's pages released after every chunk, while the writer still reads them
+        monkeypatch.setattr(recordio, "_RELEASE_BYTES", 0)
     images = [jpeg(i, 16 + 8 * (i % 5)) for i in range(23)]
     images[4], images[9], images[15] = MAGIC_IMAGE, _png(), b"not an image"
     labels = [i // 3 for i in range(23)]
@@ -101,8 +103,7 @@ def test_nan_label_is_a_one_line_error(tmp_path):
 def test_image_key_missing_from_index_is_a_one_line_error(tmp_path):
     make_dataset(tmp_path / "rec", [0, 0, 1, 1], 2)
     index = read_index(tmp_path / "rec" / "train.idx")
-    del index[3]
-    write_index(tmp_path / "rec" / "train.idx", index)
+    write_index(tmp_path / "rec" / "train.idx", {k: v for k, v in index.items() if k != 3})
     with pytest.raises(DataFormatError, match=r"train.idx: key 3: not in the index"):
         convert_rec(tmp_path / "rec", tmp_path / "of", 1, progress=False)
     assert not (tmp_path / "of").exists()

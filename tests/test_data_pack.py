@@ -32,7 +32,7 @@ def test_pack_tree(tmp_path, capsys):
     assert read_property(tmp_path / "out") == (3, 16, 16)
     assert (tmp_path / "out" / "identities.tsv").read_text() == "0\talice\n1\tbob\n2\tcarol\n"
     with RecordDataset(tmp_path / "out") as dataset:
-        assert dataset.identity_ranges == [(1, 3), (3, 5), (5, 7)]
+        assert dataset.identity_ranges.tolist() == [[1, 3], [3, 5], [5, 7]]
         records = list(dataset)
     assert [r.label for r in records] == [0, 0, 1, 1, 2, 2]
     for record, (name, (jpg, png)) in zip(records[::2], files.items()):
@@ -61,3 +61,23 @@ def test_pack_rejects_undecodable_and_empty(tmp_path, capsys):
     (tmp_path / "tree" / "x" / "broken.png").write_bytes(b"\x89PNG garbage")
     assert faceflow_main(["pack", str(tmp_path / "tree"), str(tmp_path / "out"), "--quiet"]) == 1
     assert "broken.png (record key 1): undecodable image" in capsys.readouterr().err
+
+
+def test_a_failed_pack_keeps_the_previous_dataset_and_other_files(tmp_path, capsys):
+    _tree(tmp_path / "tree")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lfw.bin").write_bytes(b"the user's own file")
+    assert faceflow_main(["pack", str(tmp_path / "tree"), str(out), "--quiet"]) == 0
+    before = {name: (out / name).read_bytes() for name in ("train.rec", "train.idx", "property", "identities.tsv")}
+    (tmp_path / "tree" / "bob" / "c.jpg").write_bytes(b"\xff\xd8 not a jpeg \xff\xd9")
+    assert faceflow_main(["pack", str(tmp_path / "tree"), str(out), "--quiet"]) == 1
+    assert "bob/c.jpg (record key 5)" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in before} == before, "the failed pack replaced nothing"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "lfw.bin"]), "no staging folder left"
+    (tmp_path / "tree" / "bob" / "c.jpg").unlink()
+    (tmp_path / "tree" / "dave").mkdir()
+    (tmp_path / "tree" / "dave" / "a.jpg").write_bytes(jpeg(9, 16))
+    assert faceflow_main(["pack", str(tmp_path / "tree"), str(out), "--quiet"]) == 0
+    assert read_property(out) == (4, 16, 16)
+    assert (out / "lfw.bin").read_bytes() == b"the user's own file"

@@ -57,7 +57,7 @@ def test_insightface_layout_read_by_mxnet(tmp_path):
     assert ranges == [(1, 3), (3, 4), (4, 4), (4, 7), (7, 7)]
     assert read_property(tmp_path) == (5, 16, 16)
     with RecordDataset(tmp_path) as dataset:
-        assert dataset.identity_ranges == ranges
+        assert dataset.identity_ranges.tolist() == [list(r) for r in ranges]
         assert [(r.key, r.label, r.image) for r in dataset] == [(k, l, im) for k, (l, im) in enumerate(records, 1)]
 
 

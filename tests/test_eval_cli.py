@@ -86,3 +86,16 @@ def test_missing_checkpoint_is_a_one_line_error(tiny_run, capsys) -> None:
     assert faceflow_main(["validate", str(missing), "--bench", f"lfw={tiny_run['bin']}"]) == 1
     err = capsys.readouterr().err
     assert "not a faceflow checkpoint" in err and err.count("\n") == 1
+
+
+def test_crafted_bin_is_refused_before_anything_runs(tiny_run, tmp_path, capsys) -> None:
+    """`faceflow validate --bench x.bin` reads the .bin with the restricted unpickler (issue 18 point 1)."""
+    marker = tmp_path / "marker"
+    evil = tmp_path / "lfw.bin"
+    evil.write_bytes(b"\x80\x02cos\nsystem\nX" + len(f"touch {marker}").to_bytes(4, "little")
+                     + f"touch {marker}".encode() + b"\x85R.")
+    out = tmp_path / "lfw.json"
+    assert faceflow_main(["validate", str(tiny_run["ckpt"]), "--bench", f"lfw={evil}", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"faceflow validate: error: {evil}: refused pickle global os.system") and err.count("\n") == 1
+    assert not marker.exists() and not out.exists()

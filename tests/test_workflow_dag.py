@@ -98,6 +98,18 @@ def test_download_rule_fetches_and_unpacks(tmp_path: Path) -> None:
         assert (workdir / "resources" / "datasets" / "emore" / file).read_bytes() == data
 
 
+def test_download_rule_applies_the_archive_caps(tmp_path: Path) -> None:
+    """`max_members` (and `max_unpacked_bytes`) reach `faceflow download`: a 6-member archive is refused."""
+    workdir = copy_workflow(tmp_path / "wf")
+    _config_with(workdir, "emore", {"url": _archive(tmp_path / "faces_emore.zip").as_uri(), "max_members": 5,
+                                    "max_unpacked_bytes": 1 << 20})
+    result = snakemake(workdir, "--cores", "1", "resources/datasets/emore/train.rec")
+    assert result.returncode != 0
+    log = (workdir / "results" / "logs" / "datasets" / "emore.log").read_text().strip()
+    assert len(log.splitlines()) == 1 and "more than 5 members (raise the cap with --max-members)" in log, log
+    assert not (workdir / "resources" / "datasets" / "emore").exists()
+
+
 def test_download_rule_offline_fails_clearly_without_partial_dataset(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path / "wf")
     url = "http://127.0.0.1:9/faces_emore.zip"

@@ -57,7 +57,12 @@ def _write_meta(out_dir: Path, summary: ConvertSummary, source: Path, kind: str,
                 image_size: tuple[int, int] | None, images_decoded: bool = False) -> None:
     meta = {"kind": kind, "source": str(source), "image_size": image_size, "images_decoded": images_decoded,
             **asdict(summary)}
-    (out_dir / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+    path = out_dir / META_NAME
+    try:
+        path.write_text(json.dumps(meta, indent=1) + "\n")
+    except OSError as err:  # a full disk: atomic_dir turns it into one line, naming this file
+        err.filename = err.filename or str(path)
+        raise
 
 
 @contextlib.contextmanager
@@ -71,6 +76,14 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _image_size(image: bytes, where: str) -> tuple[int, int]:
+    """(height, width) from an image's header, or a one-line error naming where the image is."""
+    try:
+        return image_size_of_bytes(image)
+    except Exception as err:  # PIL raises several types for headers it cannot read
+        raise DataFormatError(f"{where}: cannot read the image size ({type(err).__name__})") from None
 
 
 def _first_image_size(dataset: RecordDataset) -> tuple[int, int] | None:
@@ -225,7 +238,7 @@ def convert_bin(bin_file: str | Path, out_dir: str | Path, *, progress: bool = T
         writer.flush()
         summary = ConvertSummary(writer.records, 2, writer.bytes, time.perf_counter() - start, 1,
                                  pairs=len(issame))
-        image_size = image_size_of_bytes(images[0]) if images else None
+        image_size = _image_size(images[0], f"{bin_file}: image 0") if images else None
         _write_meta(writer.tmp_dir, summary, bin_file, "verification", image_size)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from faceflow.errors import DataFormatError
 
@@ -32,6 +32,8 @@ def image_problem(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+    except UnidentifiedImageError:
+        return "undecodable image (not a format PIL can read)"
     except Exception as err:  # PIL raises several types for corrupt data
         return f"undecodable image ({type(err).__name__}: {str(err)[:60]})"
     return None

@@ -260,9 +260,18 @@ class PartsWriter:
     def __enter__(self) -> "PartsWriter":
         tmp = self.tmp_dir = self._ctx.__enter__()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceflow-parts")
-        for i in range(self.num_parts):
-            self._fds.append(os.open(tmp / part_name(i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
-            self._pending.append([])
+        try:
+            for i in range(self.num_parts):
+                self._fds.append(os.open(tmp / part_name(i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+                self._pending.append([])
+        except OSError as err:  # too many parts for the open-file limit, no inodes left
+            failure = FaceflowError(f"{self.out_dir}: cannot create {part_name(len(self._fds))} of {self.num_parts} "
+                                    f"parts: {err.strerror}")
+            self.__exit__(FaceflowError, failure, None)
+            raise failure from None
+        except BaseException as err:
+            self.__exit__(type(err), err, err.__traceback__)  # removes the temporary directory
+            raise
         return self
 
     def write(self, serialized: bytes) -> None:
@@ -433,7 +442,10 @@ def count_records(data_dir: str | Path) -> list[int]:
         with open(path, "rb") as f:
             while pos < size:
                 f.seek(pos)
-                (length,) = _LENGTH.unpack(f.read(8))
+                field = f.read(8)
+                length = _LENGTH.unpack(field)[0] if len(field) == 8 else -1
+                if length < 0 or pos + 8 + length > size:
+                    raise DataFormatError(f"{path}: byte offset {pos}: truncated record (length field {length})")
                 pos += 8 + length
                 n += 1
         counts.append(n)

@@ -14,10 +14,10 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from faceflow.data.atomic import atomic_file
+from faceflow.data.atomic import atomic_files
 from faceflow.data.image_bytes import image_problem, image_size_of_bytes, is_jpeg, to_jpeg
 from faceflow.data.image_verify import ImageChecker, needs_rgb_reencode, training_image_problem
-from faceflow.data.recordio import write_insightface_dataset
+from faceflow.data.recordio import IDX_NAME, PROPERTY_NAME, REC_NAME, write_insightface_dataset
 from faceflow.errors import DataFormatError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -49,6 +49,9 @@ def scan_folder(root: str | Path) -> list[tuple[str, list[Path]]]:
         raise DataFormatError(f"{root}: not a directory")
     identities = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if "\t" in folder.name or "\n" in folder.name:
+            raise DataFormatError(f"{folder}: identity folder name holds a tab or newline "
+                                  f"({IDENTITIES_NAME} could not list it)")
         images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if images:
             identities.append((folder.name, images))
@@ -132,10 +135,11 @@ def pack_folder(root: str | Path, out_dir: str | Path, progress: bool = True, *,
                 key += 1
                 yield image.label, image.jpeg
 
-    out_dir = Path(out_dir)
-    with ImageChecker() as checker:
-        write_insightface_dataset(out_dir, records(checker), len(identities), image_size)
-    with atomic_file(out_dir / IDENTITIES_NAME) as tmp:
-        tmp.write_text("".join(f"{label}\t{name}\n" for label, (name, _) in enumerate(identities)))
+    # the dataset's files appear together (property last), beside whatever else OUT_DIR holds
+    with atomic_files(out_dir, (REC_NAME, IDX_NAME, IDENTITIES_NAME, PROPERTY_NAME)) as staging:
+        with ImageChecker() as checker:
+            write_insightface_dataset(staging, records(checker), len(identities), image_size)
+        (staging / IDENTITIES_NAME).write_text(  # folder names byte for byte, even if not UTF-8
+            "".join(f"{label}\t{name}\n" for label, (name, _) in enumerate(identities)), errors="surrogateescape")
     return PackSummary(total - counts["skipped"], len(identities), counts["reencoded"], image_size,
                        counts["skipped"])

@@ -8,12 +8,12 @@ Both layouts are read: InsightFace (record 0 is a header with flag > 0) and im2r
 """
 from __future__ import annotations
 
+import array
 import contextlib
 import mmap
-import operator
 import os
+import stat
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from faceflow.data.atomic import atomic_file
+from faceflow.data.record_index import RecordIndex, read_index, write_index
 from faceflow.errors import DataFormatError, FaceflowError
 
 MAGIC = 0xCED7230A
@@ -30,6 +31,8 @@ _IR = struct.Struct("IfQQ")
 _LEN_MASK = (1 << 29) - 1
 REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
 CHUNK_RECORDS = 2048  # records per RecordDataset.image_chunks chunk (bench/convert.py: ahead of 4096, level with 1024)
+_RELEASE_BYTES = 1 << 26  # image_chunks drops the pages of the map it read after about this many bytes
+_SCAN_WORDS = 1 << 23  # 4-byte words of a .rec searched for frame headers at once
 
 
 class IRHeader(NamedTuple):
@@ -159,7 +162,11 @@ class RecordFile:
             self._fd = os.open(self.path, os.O_RDONLY)
         except OSError as err:
             raise DataFormatError(f"{self.path}: cannot open: {err.strerror}") from None
-        self.size = os.fstat(self._fd).st_size
+        info = os.fstat(self._fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(self._fd)
+            raise DataFormatError(f"{self.path}: not a regular file")
+        self.size = info.st_size
         self._window_start, self._window = 0, b""
 
     def close(self) -> None:
@@ -226,58 +233,23 @@ class RecordFile:
             pos = nxt
 
 
-def read_index(idx_path: str | Path) -> dict[int, int]:
-    """Parse a `.idx` file (`key\\toffset` lines) into an ordered key -> offset dict."""
-    idx_path = Path(idx_path)
-    index: dict[int, int] = {}
-    try:
-        text = idx_path.read_text()
-    except FileNotFoundError:
-        raise DataFormatError(
-            f"{idx_path}: index missing (rebuild it with `faceflow index {idx_path.parent}`)") from None
-    lines = text.count("\n")
-    if text.endswith("\n") and text.count("\t") == lines:  # the common well-formed case, parsed in bulk
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # numpy warns (instead of raising) on text it cannot parse
-            try:
-                numbers = np.fromstring(text, dtype=np.int64, sep=" ")
-            except (ValueError, DeprecationWarning):
-                numbers = None
-        limits = np.iinfo(np.int64)
-        if numbers is not None and numbers.size == 2 * lines and not (
-                (numbers == limits.max) | (numbers == limits.min)).any():  # saturated: out of int64 range
-            return dict(zip(numbers[0::2].tolist(), numbers[1::2].tolist()))
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        try:
-            key, offset = int(fields[0]), int(fields[1])
-        except (ValueError, IndexError):
-            raise DataFormatError(f"{idx_path}: line {lineno}: expected 'key<TAB>offset', got {line[:60]!r}") from None
-        index[key] = offset
-    return index
-
-
-def write_index(idx_path: str | Path, index: dict[int, int]) -> None:
-    """Write a `.idx` file atomically."""
-    with atomic_file(idx_path) as tmp:
-        tmp.write_text("".join(f"{k}\t{v}\n" for k, v in index.items()))
-
-
 def read_property(data_dir: str | Path) -> tuple[int, int, int] | None:
     """`(num_classes, height, width)` from `data_dir/property`, or None when there is no property file."""
     path = Path(data_dir) / PROPERTY_NAME
     if not path.exists():
         return None
-    first = path.read_text().strip().splitlines()[:1]
+    with open(path, "rb") as handle:
+        first = handle.read(256).split(b"\n", 1)[0].strip()
+    shown = first[:60].decode("utf-8", "replace")
     try:
-        values = [int(v) for v in first[0].split(",")]
+        values = [int(v) for v in first.split(b",")]
         num_classes, h, w = values[0], values[1], values[2]
     except (ValueError, IndexError):
-        raise DataFormatError(f"{path}: line 1: expected 'num_classes,height,width', got {first[:1]!r}") from None
-    if num_classes < 1:
-        raise DataFormatError(f"{path}: line 1: num_classes must be at least 1, got {num_classes}")
+        raise DataFormatError(f"{path}: line 1: expected 'num_classes,height,width', got {shown!r}") from None
+    if not 1 <= num_classes < 1 << 31:
+        raise DataFormatError(f"{path}: line 1: num_classes must be in [1, 2^31) (int32 labels), got {num_classes}")
+    if not (0 < h < 1 << 16 and 0 < w < 1 << 16):
+        raise DataFormatError(f"{path}: line 1: image size {h}x{w} is not a size in pixels")
     return num_classes, h, w
 
 
@@ -296,13 +268,17 @@ class RecordWriter:
         self._tmp_rec = self._stack.enter_context(atomic_file(self.rec_path))
         self._file = self._stack.enter_context(open(self._tmp_rec, "wb"))
         self._offset = 0
-        self.index: dict[int, int] = {}
+        self._keys, self._offsets = array.array("q"), array.array("q")
 
     def write(self, key: int, payload: bytes) -> None:
         """Append one payload under `key`."""
         framed = frame_record(payload)
-        self.index[key] = self._offset
-        self._file.write(framed)
+        self._keys.append(key)
+        self._offsets.append(self._offset)
+        try:
+            self._file.write(framed)
+        except OSError as err:
+            raise FaceflowError(f"{self.rec_path}: cannot write: {err.strerror or err}") from None
         self._offset += len(framed)
 
     def rewrite_start(self, framed: bytes) -> None:
@@ -314,7 +290,8 @@ class RecordWriter:
     def commit(self) -> None:
         """Close and rename the `.rec` into place, then write the `.idx`."""
         self._stack.close()
-        write_index(self.idx_path, self.index)
+        write_index(self.idx_path, RecordIndex(np.frombuffer(self._keys, np.int64),
+                                               np.frombuffer(self._offsets, np.int64)))
 
     def abort(self) -> None:
         """Close and remove the temporary `.rec`."""
@@ -380,7 +357,11 @@ def is_header_record(header: IRHeader, image: bytes) -> bool:
 
 
 class RecordDataset:
-    """An indexed RecordIO dataset directory (InsightFace or im2rec layout) read through its `.idx`."""
+    """An indexed RecordIO dataset directory (InsightFace or im2rec layout) read through its `.idx`.
+
+    Per-record metadata lives in int64 arrays (the index, `image_keys`), never in per-record Python
+    objects; a header record's key range is checked against the index before anything is allocated.
+    """
 
     def __init__(self, data_dir: str | Path, rec_name: str = REC_NAME, idx_name: str = IDX_NAME):
         self.data_dir = Path(data_dir)
@@ -390,62 +371,71 @@ class RecordDataset:
         self.index = read_index(self.idx_path)
         self.property = read_property(self.data_dir)
         self.rec = RecordFile(self.rec_path)
-        offsets = np.fromiter(self.index.values(), np.int64, len(self.index))
-        for i in np.flatnonzero((offsets < 0) | (offsets >= self.rec.size))[:1].tolist():
-            key, offset = list(self.index)[i], int(offsets[i])
+        try:
+            self._check_offsets()
+            self.header: IRHeader | None = None
+            self.image_keys: np.ndarray = self.index.keys
+            self.identity_ranges: np.ndarray | None = None  # (classes, 2) [start, end) image keys
+            if 0 in self.index:
+                header, image = self.read(0)
+                if is_header_record(header, image):
+                    first, end = self._header_range(header)
+                    self.header = header
+                    self.image_keys = np.arange(1, first, dtype=np.int64)
+                    self.identity_ranges = self._identity_ranges(first, end)
+        except BaseException:
             self.rec.close()
+            raise
+
+    def _check_offsets(self) -> None:
+        offsets = self.index.offsets
+        for i in np.flatnonzero((offsets < 0) | (offsets >= self.rec.size))[:1].tolist():
             raise DataFormatError(
-                f"{self.idx_path}: key {key}: offset {offset} past the end of {self.rec_path.name} "
-                f"({self.rec.size} bytes); rebuild with `faceflow index {self.data_dir}`")
-        self.header: IRHeader | None = None
-        self.image_keys = list(self.index)
-        self.identity_ranges: list[tuple[int, int]] | None = None
-        if 0 in self.index:
-            header, image = self.read(0)
-            if is_header_record(header, image):
-                self.header = header
-                first, end = int(header.label[0]), int(header.label[1])
-                self.image_keys = list(range(1, first))
-                self.identity_ranges = self._identity_ranges_bulk(first, end) or \
-                    [self._identity_range(k) for k in range(first, end)]
+                f"{self.idx_path}: key {int(self.index.keys[i])}: offset {int(offsets[i])} past the end of "
+                f"{self.rec_path.name} ({self.rec.size} bytes); rebuild with `faceflow index {self.data_dir}`")
 
-    _BULK_SPAN = 1 << 26
+    def _header_range(self, header: IRHeader) -> tuple[int, int]:
+        """[first identity key, end) of the header record, checked against the index size (so the image
+        keys 1..first-1 and identity keys first..end-1 it implies cannot outnumber the index's keys)."""
+        where = f"{self.rec_path}: key 0 (header record)"
+        first, end = float(header.label[0]), float(header.label[1])
+        if not (np.isfinite(first) and np.isfinite(end) and first == int(first) and end == int(end)):
+            raise DataFormatError(f"{where}: label [{first}, {end}] is not an integer key range")
+        first, end = int(first), int(end)
+        if not 1 <= first <= end:
+            raise DataFormatError(f"{where}: identity key range [{first}, {end}) is empty or reversed")
+        if first - 1 > len(self.index) or end - first > len(self.index):
+            raise DataFormatError(f"{where}: lists {first - 1} image and {end - first} identity keys but "
+                                  f"{self.idx_path.name} holds only {len(self.index)} keys")
+        return first, end
 
-    def _identity_ranges_bulk(self, first: int, end: int) -> list[tuple[int, int]] | None:
-        """The identity records' [start, end) labels parsed with numpy from one read, or None when any
-        of them needs the per-record path (missing, malformed, scattered over the file)."""
-        index = self.index
-        if end <= first or any(k not in index for k in range(first, end)):
-            return None
-        offsets = np.fromiter((index[k] for k in range(first, end)), np.int64, end - first)
-        need = _FRAME.size + _IR.size + 8
-        lo, hi = int(offsets.min()), int(offsets.max()) + need
-        if hi - lo > self._BULK_SPAN:
-            return None
-        data = np.frombuffer(os.pread(self.rec._fd, hi - lo, lo), np.uint8)
-        rel = offsets - lo
-        if len(data) < hi - lo:
-            return None
-        raw = data[rel[:, None] + np.arange(need)]
-        magic, lrec, flag = (np.ascontiguousarray(raw[:, :12]).view("=u4")[:, i] for i in range(3))
-        length = (lrec & _LEN_MASK).astype(np.int64)
-        ok = (magic == MAGIC) & (lrec >> 29 == 0) & (flag >= 2) & (_IR.size + 4 * flag.astype(np.int64) <= length) \
-            & (rel + _FRAME.size + length <= len(data))
-        if not ok.all():
-            return None
-        bounds = np.ascontiguousarray(raw[:, 32:40]).view("=f4").astype(np.float64)
-        if not np.isfinite(bounds).all():
-            return None
-        bounds = np.trunc(bounds).astype(np.int64)
-        return list(zip(bounds[:, 0].tolist(), bounds[:, 1].tolist()))
+    _RANGE_ROWS = 1 << 16
 
-    def _identity_range(self, key: int) -> tuple[int, int]:
-        if key not in self.index:
-            raise DataFormatError(f"{self.idx_path}: key {key}: identity record listed by the header is missing")
+    def _identity_ranges(self, first: int, end: int) -> np.ndarray:
+        """(end - first, 2) [start, end) labels of the identity records, parsed in bulk over a map of
+        the file; a record the bulk parser cannot vouch for is read exactly (its error names it)."""
+        keys = np.arange(first, end, dtype=np.int64)
+        at = self.index.positions(keys)
+        for i in np.flatnonzero(at < 0)[:1].tolist():
+            raise DataFormatError(f"{self.idx_path}: key {first + i}: identity record listed by the header is missing")
+        mapped = mmap.mmap(self.rec._fd, 0, access=mmap.ACCESS_READ)
+        try:
+            bounds, ok = _label_pairs(np.frombuffer(mapped, np.uint8), self.index.offsets[at], self._RANGE_ROWS)
+        finally:
+            mapped.close()
+        for i in np.flatnonzero(~ok).tolist():
+            bounds[i] = self._identity_range(int(keys[i]))
+        sane = np.isfinite(bounds).all(1) & (bounds >= 0).all(1) & (bounds < 1 << 31).all(1)
+        for i in np.flatnonzero(~sane)[:1].tolist():
+            raise DataFormatError(f"{self.rec_path}: key {int(keys[i])}: identity record label "
+                                  f"{bounds[i].tolist()} is not an image key range")
+        return bounds.astype(np.int64)
+
+    def _identity_range(self, key: int) -> tuple[float, float]:
         header, _ = self.read(key)
         if header.flag < 2:
             raise DataFormatError(f"{self.rec_path}: key {key}: identity record has no [start, end) label")
-        return int(header.label[0]), int(header.label[1])
+        return float(header.label[0]), float(header.label[1])
 
     @property
     def num_classes(self) -> int | None:
@@ -456,13 +446,14 @@ class RecordDataset:
 
     def read(self, key: int) -> tuple[IRHeader, bytes]:
         """Header and image bytes of the record stored under `key`."""
-        if key not in self.index:
+        offset = self.index.offset(key)
+        if offset is None:
             raise DataFormatError(f"{self.idx_path}: key {key}: not in the index")
-        payload, _ = self.rec.read_at(self.index[key], key)
+        payload, _ = self.rec.read_at(offset, key)
         try:
             return unpack_payload(payload)
         except ValueError as err:
-            raise DataFormatError(f"{self.rec_path}: key {key} at byte offset {self.index[key]}: {err}") from None
+            raise DataFormatError(f"{self.rec_path}: key {key} at byte offset {offset}: {err}") from None
 
     def labelled_images(self, keys: Sequence[int], chunk_records: int | None = None
                         ) -> Iterator[tuple[int, int, bytes]]:
@@ -481,27 +472,34 @@ class RecordDataset:
         and headers are parsed with numpy.
 
         The chunks view a read-only memory map of the file: no copy into user space, and the images stay
-        valid for as long as a view of them is alive (a writer may hold them after the next chunk).
+        valid for as long as a view of them is alive (a writer may hold them after the next chunk). The
+        map's pages are released every few tens of MB read (they stay in the page cache; a view that
+        reads them again faults them back in), so the process does not hold the whole file resident.
         """
         chunk_records = chunk_records or CHUNK_RECORDS
         keys = np.asarray(keys, np.int64).reshape(-1)
         n = len(keys)
         if n == 0:
             return
-        try:
-            offsets = np.array(operator.itemgetter(*keys.tolist())(self.index), np.int64).reshape(n)
-        except KeyError as err:
-            raise DataFormatError(f"{self.idx_path}: key {err.args[0]}: not in the index") from None
         mapped = mmap.mmap(self.rec._fd, 0, access=mmap.ACCESS_READ)
         try:
-            if bool(np.all(offsets[1:] > offsets[:-1])):
+            if self.index.ascending and bool(np.all(keys[1:] > keys[:-1])):
                 mapped.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for files not in the page cache
             view = memoryview(mapped)
             data = np.frombuffer(mapped, np.uint8)
+            read = 0
             for lo in range(0, n, chunk_records):
-                rel = offsets[lo:lo + chunk_records]
+                chunk_keys = keys[lo:lo + chunk_records]
+                try:
+                    rel = self.index.offsets_of(chunk_keys)
+                except KeyError as err:
+                    raise DataFormatError(f"{self.idx_path}: key {err.args[0]}: not in the index") from None
                 starts, ends, labels, _, regular = _parse_frames(data, rel)
-                yield ImageChunk(keys[lo:lo + chunk_records], view, data, starts, ends, labels, regular)
+                yield ImageChunk(chunk_keys, view, data, starts, ends, labels, regular)
+                read += int((ends - starts)[regular].sum())
+                if read > _RELEASE_BYTES:
+                    mapped.madvise(mmap.MADV_DONTNEED)
+                    read = 0
             del data
             view.release()
         finally:
@@ -515,7 +513,7 @@ class RecordDataset:
 
     def __iter__(self) -> Iterator[ImageRecord]:
         """Image records in key order, with an integer label (label[0] for array labels)."""
-        for key in self.image_keys:
+        for key in self.image_keys.tolist():
             header, image = self.read(key)
             raw = header.label
             label = int(raw[0]) if header.flag > 0 else int(raw)
@@ -532,61 +530,190 @@ class RecordDataset:
         self.close()
 
 
-def scan_index(rec_path: str | Path) -> dict[int, int]:
+def _label_pairs(data: np.ndarray, offsets: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 (n, 2) first two labels, sound) of the single-part flag >= 2 records at `offsets` in
+    `data`, `rows` records at a time; records that are not sound have arbitrary labels. Returns copies."""
+    need = _FRAME.size + _IR.size + 8
+    bounds, ok = np.zeros((len(offsets), 2)), np.zeros(len(offsets), bool)
+    for lo in range(0, len(offsets), rows):
+        at = offsets[lo:lo + rows]
+        fits = at + need <= len(data)
+        raw = data[np.where(fits, at, 0)[:, None] + np.arange(need)]
+        magic, lrec, flag = (np.ascontiguousarray(raw[:, :12]).view("=u4")[:, i] for i in range(3))
+        length = (lrec & _LEN_MASK).astype(np.int64)
+        bounds[lo:lo + rows] = np.ascontiguousarray(raw[:, 32:40]).view("=f4")
+        ok[lo:lo + rows] = fits & (magic == MAGIC) & (lrec >> 29 == 0) & (flag >= 2) & \
+            (_IR.size + 4 * flag.astype(np.int64) <= length) & (at + _FRAME.size + length <= len(data))
+    return bounds, ok
+
+
+class _Frames(NamedTuple):
+    """Frame headers of a `.rec` found in bulk: record start offsets, and per record its IRHeader id
+    (-1: payload shorter than an IRHeader; -2: the first part is, read the record to know)."""
+
+    starts: np.ndarray
+    ids: np.ndarray
+
+
+def _frames_in_bulk(rec: RecordFile, with_ids: bool = True) -> _Frames | None:
+    """Every record start (and IRHeader id) of a sound `.rec`, found with numpy a block at a time over a
+    memory map; None when the file is not sound (then scan it record by record for the exact error).
+
+    dmlc's writer escapes every 4-byte-aligned magic word inside a payload and pads records to 4 bytes,
+    so in a sound file the aligned magic words are exactly the frame headers: found by comparing words,
+    then checked to chain (each header's length leads to the next one, the last to the end of the file)
+    and continuation flags checked to nest (1, 2..., 3).
+    """
+    if rec.size % 4 or rec.size == 0:
+        return None
+    mapped = mmap.mmap(rec._fd, 0, access=mmap.ACCESS_READ)
+    try:
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+        return _chained_frames(mapped, with_ids)
+    finally:
+        with contextlib.suppress(BufferError):  # only after an exception inside: the map goes with its views
+            mapped.close()
+
+
+def _chained_frames(mapped: mmap.mmap, with_ids: bool) -> _Frames | None:
+    """_frames_in_bulk over the map, a block of words at a time; each block's pages are released once
+    searched (the process never holds the whole file resident)."""
+    total = len(mapped) // 4
+    starts, ids = [], []
+    expected, open_record = 0, False
+    for lo in range(0, total, _SCAN_WORDS):
+        # the block's words and the next 6, where the header words of its last record may lie
+        words = np.frombuffer(mapped, "<u4", min(_SCAN_WORDS + 6, total - lo), 4 * lo)
+        hits = np.flatnonzero(words[:_SCAN_WORDS] == MAGIC)
+        if hits.size:
+            if hits[0] + lo != expected or hits[-1] + 1 >= len(words):
+                return None
+            lrec = words[hits + 1].astype(np.int64)
+            cflag, length = lrec >> 29, lrec & _LEN_MASK
+            following = hits + 2 + (length + 3) // 4
+            continues = (cflag == 2) | (cflag == 3)
+            opens = (cflag == 1) | (cflag == 2)
+            if (cflag > 3).any() or (following[:-1] != hits[1:]).any() or continues[0] != open_record or \
+                    (continues[1:] != opens[:-1]).any() or lo + int(following[-1]) > total:
+                return None
+            expected, open_record = lo + int(following[-1]), bool(opens[-1])
+            first = np.flatnonzero(~continues)
+            at = hits[first]
+            starts.append((at + lo) * 4)
+            if with_ids:
+                ids.append(_record_ids(words, at, length[first], cflag[first]))
+        del words
+        mapped.madvise(mmap.MADV_DONTNEED, 4 * lo, min(4 * _SCAN_WORDS, len(mapped) - 4 * lo))
+    if expected != total or open_record:
+        return None
+    return _Frames(np.concatenate(starts) if starts else np.empty(0, np.int64),
+                   np.concatenate(ids) if ids else np.empty(0, np.int64))
+
+
+def _record_ids(words: np.ndarray, at: np.ndarray, part: np.ndarray, cflag: np.ndarray) -> np.ndarray:
+    """IRHeader ids of the records whose frame headers are at word `at` (first part `part` bytes)."""
+    ids = np.full(len(at), -1, np.int64)
+    whole = part >= _IR.size
+    word = at[whole] + 4  # the IRHeader id: 16 bytes into the payload
+    ids[whole] = (words[word].astype(np.uint64) | words[word + 1].astype(np.uint64) << np.uint64(32)).astype(np.int64)
+    ids[(part < _IR.size) & (cflag == 1)] = -2
+    return ids
+
+
+def _frames_one_by_one(rec: RecordFile) -> _Frames:
+    """Every record start and IRHeader id, reading record after record (raises the first framing error)."""
+    offsets, ids = array.array("q"), array.array("q")
+    for offset, payload in rec.scan():
+        offsets.append(offset)
+        ids.append(_IR.unpack_from(payload)[2] if len(payload) >= _IR.size else -1)
+    return _Frames(np.frombuffer(offsets, np.int64), np.frombuffer(ids, np.int64))
+
+
+def scan_index(rec_path: str | Path) -> RecordIndex:
     """Build the key -> offset index of a `.rec` by scanning it.
 
     InsightFace layout (first record is a header): keys are the record ordinals 0..N-1, as the layout
     defines. im2rec layout: keys are each record's IRHeader id (im2rec writes id = key), or the
     ordinals when those ids are not unique.
     """
-    offsets: list[int] = []
-    ids: list[int] = []
-    insightface = False
     with RecordFile(rec_path) as rec:
-        for offset, payload in rec.scan():
-            id_ = _IR.unpack_from(payload)[2] if len(payload) >= _IR.size else -1
-            if not offsets:
-                try:
-                    insightface = is_header_record(*unpack_payload(payload))
-                except ValueError:
-                    insightface = False
-            offsets.append(offset)
-            ids.append(id_)
-    if not insightface and len(set(ids)) == len(ids) and min(ids, default=0) >= 0:
-        return dict(zip(ids, offsets))
-    return dict(enumerate(offsets))
+        frames = _frames_in_bulk(rec) or _frames_one_by_one(rec)
+        starts, ids = frames
+        for i in np.flatnonzero(ids == -2).tolist():
+            payload, _ = rec.read_at(int(starts[i]))
+            ids[i] = _IR.unpack_from(payload)[2] if len(payload) >= _IR.size else -1
+        insightface = False
+        if len(starts):
+            payload, _ = rec.read_at(0)
+            try:
+                insightface = is_header_record(*unpack_payload(payload))
+            except ValueError:
+                insightface = False
+    ordinals = np.arange(len(starts), dtype=np.int64)
+    if not insightface and len(ids) and ids.min() >= 0 and len(np.unique(ids)) == len(ids):
+        return RecordIndex(ids, starts)
+    return RecordIndex(ordinals, starts)
 
 
 def index_problem(data_dir: str | Path) -> str | None:
     """Why `train.idx` does not match `train.rec` (missing, unparseable, offsets off a record start), or None."""
-    data_dir = Path(data_dir)
+    return _checked_index(Path(data_dir))[0]
+
+
+def _checked_index(data_dir: Path) -> tuple[str | None, int]:
+    """(index_problem, number of records the index lists)."""
     rec_path, idx_path = data_dir / REC_NAME, data_dir / IDX_NAME
     if not idx_path.exists():
-        return "missing"
+        return "missing", 0
     try:
         index = read_index(idx_path)
     except DataFormatError as err:
-        return str(err)
+        return str(err), 0
     with RecordFile(rec_path) as rec:
+        frames = _frames_in_bulk(rec, with_ids=False)
+        if frames is not None:
+            return _problem_in_bulk(rec, index, frames.starts), len(index)
         last_end = 0
         for key, offset in index.items():
             try:
                 _, end = rec.read_at(offset, key, ahead=RecordFile.SEQUENTIAL_WINDOW)
             except DataFormatError as err:
-                return str(err)
+                return str(err), len(index)
             last_end = max(last_end, end)
         if last_end != rec.size:
-            return f"records after byte {last_end} are not indexed ({rec.size} bytes)"
+            return f"records after byte {last_end} are not indexed ({rec.size} bytes)", len(index)
+    return None, len(index)
+
+
+def _problem_in_bulk(rec: RecordFile, index: RecordIndex, starts: np.ndarray) -> str | None:
+    """index_problem for a sound `.rec` whose record starts are known: every offset must be one of them."""
+    if not len(index):
+        return f"records after byte 0 are not indexed ({rec.size} bytes)" if rec.size else None
+    at = np.minimum(np.searchsorted(starts, index.offsets), len(starts) - 1)
+    for i in np.flatnonzero(starts[at] != index.offsets)[:1].tolist():
+        key, offset = int(index.keys[i]), int(index.offsets[i])
+        try:
+            rec.read_at(offset, key)
+        except DataFormatError as err:
+            return str(err)
+        return f"{rec.path}: key {key}: byte offset {offset} is not the start of a record"
+    last = int(at.max()) + 1
+    last_end = int(starts[last]) if last < len(starts) else rec.size
+    if last_end != rec.size:
+        return f"records after byte {last_end} are not indexed ({rec.size} bytes)"
     return None
 
 
-def rebuild_index(data_dir: str | Path, force: bool = False) -> tuple[bool, int]:
-    """Rewrite `train.idx` from a scan of `train.rec` when it is missing or stale; (rewritten, records)."""
+def refresh_index(data_dir: str | Path, force: bool = False) -> tuple[str | None, int]:
+    """Rewrite `train.idx` from a scan of `train.rec` when it is missing or stale (or `force`):
+    (why it was rewritten, None when it was current; records it lists)."""
     data_dir = Path(data_dir)
     if not (data_dir / REC_NAME).exists():
         raise DataFormatError(f"{data_dir / REC_NAME}: file not found")
-    if not force and index_problem(data_dir) is None:
-        return False, len(read_index(data_dir / IDX_NAME))
+    problem, records = ("forced", 0) if force else _checked_index(data_dir)
+    if problem is None:
+        return None, records
     index = scan_index(data_dir / REC_NAME)
     write_index(data_dir / IDX_NAME, index)
-    return True, len(index)
+    return problem, len(index)
+

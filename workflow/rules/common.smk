@@ -41,6 +41,12 @@ def ofrecord_dirs(name):
     return [f"resources/datasets/{name}/{folder}" for folder in ["train", *PLAN.datasets[name].benchmarks]]
 
 
+def archive_caps(settings):
+    """`faceflow download` options of a dataset's archive caps (keys max_unpacked_bytes, max_members)."""
+    return [f"--{key.replace('_', '-')}={settings[key]}" for key in ("max_unpacked_bytes", "max_members")
+            if key in settings]
+
+
 def datasets_from(source):
     """Plans of the datasets some run uses whose source is `source` (faceflow.workflow.plan.DATASET_SOURCES)."""
     return [

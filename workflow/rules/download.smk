@@ -38,13 +38,14 @@ for _ds in datasets_from("url"):
         params:
             url=_ds.settings["url"],
             sha256=f"--sha256 {_ds.settings['sha256']}" if "sha256" in _ds.settings else "",
+            caps=archive_caps(_ds.settings),
             out=lambda wildcards, output: os.path.dirname(output[0]),
         log:
             f"results/logs/datasets/{_ds.name}.log",
         conda:
             "../envs/faceflow.yaml"
         shell:
-            "faceflow download {params.url:q} {params.out} {params.sha256} > {log} 2>&1"
+            "faceflow download {params.url:q} {params.out} {params.sha256} {params.caps:q} > {log} 2>&1"
 
 
 for _ds in datasets_from("path"):
@@ -78,13 +79,14 @@ for _ds in datasets_from("ofrecord"):
                 url=_ds.settings["ofrecord"]["url"],
                 sha256=(["--sha256", _ds.settings["ofrecord"]["sha256"]] if "sha256" in _ds.settings["ofrecord"]
                         else []),
+                caps=archive_caps(_ds.settings["ofrecord"]),
                 out=f"resources/datasets/{_ds.name}",
             log:
                 f"results/logs/datasets/{_ds.name}.log",
             conda:
                 "../envs/faceflow.yaml"
             shell:
-                "faceflow download {params.url:q} {params.out:q} {params.sha256:q} > {log:q} 2>&1"
+                "faceflow download {params.url:q} {params.out:q} {params.sha256:q} {params.caps:q} > {log:q} 2>&1"
 
     else:
 
