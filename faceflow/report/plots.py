@@ -50,7 +50,7 @@ def _legend(axes: "plt.Axes", entries: int, handles: list | None = None, labels:
 def _step_axis(axes: "plt.Axes", steps: pd.Series) -> None:
     """An x axis of whole steps (around a single step, matplotlib's ±0.1 margin would get ticks like 1.975)."""
     axes.set_xlabel("step")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
     if len(steps) and steps.max() == steps.min():
         axes.set_xlim(steps.min() - 1, steps.max() + 1)
 
