@@ -31,3 +31,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 clean-results:
 	rm -rf results .snakemake
+
+# Snakemake 9 front end: its own venv (Python >= 3.11) with the SLURM and cluster-generic executor plugins;
+# the jobs still run faceflow from .venv. Put SNAKEMAKE9_VENV on the filesystem the compute nodes share.
+SNAKEMAKE9_VENV   ?= $(HOME)/.cache/faceflow/snakemake9
+SNAKEMAKE9_PYTHON ?= python3
+
+.PHONY: snakemake9
+snakemake9:
+	@$(SNAKEMAKE9_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make snakemake9: $(SNAKEMAKE9_PYTHON) is Python %d.%d, Snakemake 9 needs >= 3.11 (set SNAKEMAKE9_PYTHON)" % sys.version_info[:2])'
+	@test -x $(SNAKEMAKE9_VENV)/bin/python || $(SNAKEMAKE9_PYTHON) -m venv $(SNAKEMAKE9_VENV)
+	$(SNAKEMAKE9_VENV)/bin/python -m pip install --quiet -r workflow/envs/snakemake9.txt
+	@echo "Snakemake 9 front end: $(SNAKEMAKE9_VENV)/bin/snakemake"

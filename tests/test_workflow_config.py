@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from faceflow.cli.main import main as faceflow_main
 from faceflow.errors import ConfigError
 from faceflow.train.config import apply_overrides, total_steps
 from faceflow.workflow.config_check import validate_config
 from faceflow.workflow.plan import build_plan, expected_checkpoint_steps, ofrecord_parts
-from faceflow.workflow.selection import main as selection_main
 from faceflow.workflow.selection import select_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,9 +166,9 @@ def test_checkpoint_selection(tmp_path: Path) -> None:
 
 def test_selection_command_prints_the_checkpoint(tmp_path: Path, capsys) -> None:
     checkpoints, validation = _fake_run(tmp_path, {5: 0.6, 10: 0.55})
-    assert selection_main(["best:lfw", str(checkpoints), str(validation)]) == 0
+    assert faceflow_main(["select-checkpoint", "best:lfw", str(checkpoints), str(validation)]) == 0
     assert capsys.readouterr().out.strip() == str(checkpoints / "step_000005")
-    assert selection_main(["best:lfw", str(tmp_path / "none"), str(validation)]) == 1
+    assert faceflow_main(["select-checkpoint", "best:lfw", str(tmp_path / "none"), str(validation)]) == 1
     assert "no complete checkpoint" in capsys.readouterr().err
 
 
@@ -177,8 +177,10 @@ def test_gpu_run_resources_and_parts(base_yaml: str) -> None:
     config["runs"]["c"] = {"dataset": "synthetic", "base": base_yaml, "device": "cuda", "gpus": 4, "steps": 10}
     plan = _plan(config)
     c = plan.runs["c"]
-    assert (c.gpu_resource, c.slurm_extra, c.world_size) == (4, "--gres=gpu:4", 4)
-    assert plan.runs["a"].slurm_extra == "" and plan.runs["a"].gpu_resource == 0
+    assert (c.gpu_resource, c.world_size) == (4, 4)
+    assert c.resources("snakemake7")["slurm_extra"] == "--gres=gpu:4"
+    assert c.resources("slurm-plugin")["slurm_extra"] is None and c.resources("slurm-plugin")["gpu"] == 4
+    assert plan.runs["a"].resources("snakemake7")["slurm_extra"] is None and plan.runs["a"].gpu_resource == 0
     assert plan.datasets["synthetic"].parts == 4  # lcm of world sizes 1, 2 and 4
     ports = {run.master_port for run in plan.runs.values()}
     assert len(ports) == 3 and all(1024 < port < 65536 for port in ports)

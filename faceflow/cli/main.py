@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("faceflow.cli.keys", "list the training-config keys (defaults, allowed values, workflow run keys)"),
     "validate": ("faceflow.cli.validate", "verification accuracy of a checkpoint on LFW/CFP-FP/AgeDB-30"),
     "ijb": ("faceflow.cli.ijb", "IJB-B / IJB-C 1:1 TAR@FAR (and 1:N) of a checkpoint or ONNX model"),
+    "select-checkpoint": ("faceflow.cli.select_checkpoint",
+                          "print the checkpoint an export uses (last, or best:<benchmark> by validation)"),
     "export": ("faceflow.cli.export", "export a checkpoint to onnx|mxnet"),
     "import": ("faceflow.cli.import_model", "import an MXNet, arcface_torch (.pth) or ONNX model as a faceflow checkpoint"),
     "report": ("faceflow.cli.report", "accuracy tables and plots (CSV, Markdown, HTML) from run outputs"),

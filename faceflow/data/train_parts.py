@@ -30,9 +30,9 @@ from faceflow.data import check_cache, ofrecord_proto
 from faceflow.data.atomic import atomic_dir
 from faceflow.data.image_verify import ImageChecker
 from faceflow.data.ofrecord import META_NAME, part_files, part_name
+from faceflow.data.record_policy import BAD_IMAGE_POLICIES
 from faceflow.errors import DataFormatError, FaceflowError
 
-BAD_IMAGE_POLICIES = ("fail", "skip")  # the `bad_images` training-config key
 DEFAULT_IMAGE_SIZE = 112
 SCAN_KIND = "ofrecord-train-part-v1"
 VIEW_KIND = "ofrecord-train-view-v1"

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from faceflow.data.train_parts import BAD_IMAGE_POLICIES
+from faceflow.data.record_policy import BAD_IMAGE_POLICIES
 from faceflow.errors import ConfigError
 from faceflow.heads.registry import FC_MODES, list_losses, margin_names
 from faceflow.models.registry import list_models

@@ -21,6 +21,7 @@ from faceflow.train.config import load_config as load_training_config
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS
 from faceflow.train.rules import check_run
 from faceflow.train.rules import total_steps as total_training_steps
+from faceflow.workflow.resources import JobShape, Resource, default_mem_mb_per_process, job_shape
 
 # `key.sub: message` of a training-config error
 _KEYED_ERROR = re.compile(r"^([A-Za-z_]\w*)((?:\.[\w.-]+)?): (.*)$")
@@ -65,26 +66,41 @@ class RunPlan:
     device: str
     max_steps: int
     checkpoint_steps: tuple[int, ...]
+    shape: JobShape  # what the train job asks the scheduler for (faceflow.workflow.resources)
+
+    @property
+    def nodes(self) -> int:
+        """Nodes the run trains on (`gpus` processes each)."""
+        return self.shape.nodes
 
     @property
     def world_size(self) -> int:
-        """Processes taking part in training (one per GPU, or CPU processes)."""
-        return self.gpus
+        """Processes taking part in training (one per GPU, or CPU processes, on every node)."""
+        return self.gpus * self.nodes
 
     @property
     def gpu_resource(self) -> int:
-        """GPUs the train job asks the scheduler for (0 on CPU)."""
-        return self.gpus if self.device == "cuda" else 0
+        """GPUs the train job asks the scheduler for on each node (0 on CPU)."""
+        return self.shape.gpus
 
     @property
     def master_port(self) -> int:
         """Rendezvous port of the run's processes, distinct per run so concurrent jobs on a node do not clash."""
         return 29500 + zlib.crc32(self.name.encode()) % 2000
 
+    def resources(self, style: str) -> dict[str, Resource]:
+        """The train job's Snakemake resources as the executor of `style` reads them (resources.STYLES)."""
+        return self.shape.resources(style)
+
     @property
-    def slurm_extra(self) -> str:
-        """Extra sbatch options of the train job (Snakemake's SLURM executor): the GPUs it needs."""
-        return f"--gres=gpu:{self.gpu_resource}" if self.gpu_resource else ""
+    def node_arguments(self) -> str:
+        """`faceflow train` options of a multi-node run (node rank and master address from SLURM), else ''."""
+        return f"--nnodes {self.nodes} --from-slurm" if self.nodes > 1 else ""
+
+    @property
+    def validation_mem_mb(self) -> int:
+        """Memory of one of the run's validation jobs (one process)."""
+        return self.shape.mem_mb // self.shape.processes
 
     def set_arguments(self, train_data: str) -> list[str]:
         """`--set KEY=VALUE` pairs for `faceflow train` (values in YAML flow syntax)."""
@@ -150,6 +166,11 @@ class WorkflowPlan:
         """The dataset whose benchmarks validate run or model `name`."""
         return (self.runs.get(name) or self.models[name]).dataset
 
+    def validation_mem_mb(self, name: str) -> int:
+        """Memory of a validation job of run or model `name`: one process of the run (a model's: on CPU)."""
+        run = self.runs.get(name)
+        return run.validation_mem_mb if run is not None else default_mem_mb_per_process("cpu")
+
     def validation_steps(self, run: str) -> list[str]:
         """Zero-padded checkpoint steps of a run or model (the `{step}` wildcard values)."""
         if run in self.models:
@@ -212,6 +233,7 @@ def _flow_yaml(value: Any) -> str:
 
 def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunPlan:
     key = f"runs.{name}"
+    nodes = int(entry.get("nodes", 1))
     overrides: dict[str, Any] = {RUN_KEYS[run_key]: value for run_key, value in entry.items() if run_key in RUN_KEYS}
     num_classes, num_images = dataset_size(entry["dataset"], dataset)
     for count_key, value in (("num_classes", num_classes), ("num_images", num_images)):
@@ -227,8 +249,8 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
         merged = load_training_config(entry["base"], [f"{k}={_flow_yaml(v)}" for k, v in overrides.items()])
         gpus, device = int(merged["nproc_per_node"]), str(merged["device"])
         if device != "auto":  # `auto` is resolved, and its device rules checked, when training starts
-            check_run(merged, gpus, device)
-        max_steps = total_training_steps(merged, gpus)
+            check_run(merged, gpus * nodes, device)
+        max_steps = total_training_steps(merged, gpus * nodes)
     except ConfigError as err:
         raise run_error(err, name, entry["dataset"]) from None
     overrides.update(max_steps=max_steps, epochs=None)
@@ -243,6 +265,8 @@ def _plan_run(name: str, entry: dict[str, Any], dataset: dict[str, Any]) -> RunP
         device=device,
         max_steps=max_steps,
         checkpoint_steps=expected_checkpoint_steps(max_steps, int(merged["checkpoint_every"])),
+        shape=job_shape(nodes, gpus, device, int(merged["num_threads"]), entry.get("mem_mb_per_process"),
+                        entry.get("cpus_per_gpu")),
     )
 
 

@@ -1,13 +1,11 @@
 """Pick the checkpoint to export: the last one, or the best on a benchmark (`best:lfw`).
 
-`python -m faceflow.workflow.selection RULE CHECKPOINTS_DIR VALIDATION_DIR` prints the chosen
-checkpoint directory; the export rule calls it because `best:` is only known after validation.
+`faceflow select-checkpoint RULE CHECKPOINTS_DIR VALIDATION_DIR` prints the chosen checkpoint directory;
+the export rule calls it because `best:` is only known after validation.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from faceflow.checkpoint import list_checkpoints, step_dir_name
@@ -44,22 +42,3 @@ def select_checkpoint(rule: str, checkpoints_dir: str | Path, validation_dir: st
             raise FaceflowError(f"{result}: missing validation result needed by export.checkpoint {rule}")
         scored.append((_accuracy(result, bench), step, path))
     return max(scored)[2]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print the selected checkpoint directory."""
-    parser = argparse.ArgumentParser(prog="python -m faceflow.workflow.selection", description=__doc__)
-    parser.add_argument("rule", help="last | best:<benchmark>")
-    parser.add_argument("checkpoints_dir")
-    parser.add_argument("validation_dir")
-    args = parser.parse_args(argv)
-    try:
-        print(select_checkpoint(args.rule, args.checkpoints_dir, args.validation_dir))
-    except FaceflowError as err:
-        print(f"faceflow selection: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

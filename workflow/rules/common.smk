@@ -3,14 +3,40 @@
 import os
 import re
 
+from snakemake import __version__ as snakemake_version
+
 from faceflow.eval.benchmark_names import benchmark_pattern
-from faceflow.workflow.session import load_plan
+from faceflow.workflow.resources import RESOURCE_NAMES, resource_style
+from faceflow.workflow.session import job_shell_prefix, load_plan
 
 PLAN = load_plan(
     workflow.basedir,
     config,
-    source=" + ".join(workflow.configfiles) or "config",
+    source=" + ".join(map(str, workflow.configfiles)) or "config",
 )
+
+
+def uses_conda():
+    """Whether jobs run in their conda environment (--use-conda; Snakemake 8+ calls it a deployment method)."""
+    settings = getattr(workflow, "deployment_settings", None)
+    if settings is not None:
+        return any(method.name == "CONDA" for method in settings.deployment_method)
+    return bool(getattr(workflow, "use_conda", False))
+
+
+# every job runs `faceflow` from .venv (Python 3.10, OneFlow), whatever Python runs Snakemake itself
+shell.prefix(job_shell_prefix(workflow.basedir, uses_conda()).replace("{", "{{").replace("}", "}}"))
+
+
+def train_resource(name):
+    """The train rule's resource `name` (faceflow.workflow.resources.RESOURCE_NAMES) of a run, spelled for
+    this Snakemake and its executor (None: the job does not ask for it)."""
+    def value(wildcards):
+        plugin = getattr(workflow, "executor_plugin", None)
+        style = resource_style(snakemake_version, plugin.name if plugin is not None else None)
+        return PLAN.runs[wildcards.run].resources(style)[name]
+
+    return value
 
 
 wildcard_constraints:

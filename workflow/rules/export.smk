@@ -19,6 +19,6 @@ rule export_model:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "ckpt=$(python -m faceflow.workflow.selection {params.select}"
+        "ckpt=$(faceflow select-checkpoint {params.select}"
         " {params.checkpoints} {params.validation} 2> {log}) &&"
         " OMP_NUM_THREADS={threads} faceflow export bundle $ckpt {params.out} --formats {params.formats} >> {log} 2>&1"

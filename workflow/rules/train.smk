@@ -6,8 +6,10 @@
 # complete checkpoint. When the run's training parameters changed (Snakemake reruns the job),
 # --restart-if-changed makes faceflow move the old checkpoints to results/runs/{run}/superseded/<time>/
 # and train from step 0. The job's console output goes to results/logs/train/{run}.log.
-# The job asks for `gpu=G` and starts one process per GPU (CPU processes when the run's device is cpu);
-# its parameters come from the run entry only, so validation settings never retrain.
+# The job asks for `gpu=G` and starts one process per GPU (CPU processes when the run's device is cpu),
+# with memory and CPUs for those processes (faceflow.workflow.resources: how each executor reads them).
+# A run with `nodes: N` is one job over N nodes whose command starts `faceflow train --from-slurm` on each
+# with srun. Its parameters come from the run entry only, so validation settings never retrain.
 
 
 rule train:
@@ -23,14 +25,15 @@ rule train:
         nproc=lambda wildcards: PLAN.runs[wildcards.run].gpus,
         port=lambda wildcards: PLAN.runs[wildcards.run].master_port,
         out=lambda wildcards, output: os.path.dirname(output.manifest),
+        launcher=lambda wildcards: PLAN.runs[wildcards.run].shape.launcher,
+        nodes=lambda wildcards: PLAN.runs[wildcards.run].node_arguments,
     log:
         "results/logs/train/{run}.log",
-    threads: lambda wildcards: PLAN.runs[wildcards.run].gpus * PLAN.runs[wildcards.run].threads
+    threads: lambda wildcards: PLAN.runs[wildcards.run].shape.cpus
     resources:
-        gpu=lambda wildcards: PLAN.runs[wildcards.run].gpu_resource,
-        slurm_extra=lambda wildcards: PLAN.runs[wildcards.run].slurm_extra,
+        **{name: train_resource(name) for name in RESOURCE_NAMES},
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow train {params.base} {params.sets} --out {params.out} --restart-if-changed"
-        " --nproc-per-node {params.nproc} --master-port {params.port} > {log} 2>&1"
+        "{params.launcher} faceflow train {params.base} {params.sets} --out {params.out} --restart-if-changed"
+        " --nproc-per-node {params.nproc} {params.nodes} --master-port {params.port} > {log} 2>&1"

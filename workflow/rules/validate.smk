@@ -17,6 +17,8 @@ rule validate_checkpoint:
     log:
         "results/logs/validate/{run}/step_{step}/{bench}.log",
     threads: 2
+    resources:
+        mem_mb=lambda wildcards: PLAN.validation_mem_mb(wildcards.run),
     conda:
         "../envs/faceflow.yaml"
     shell:
