@@ -1,5 +1,9 @@
 """`faceflow train CONFIG [--set k=v ...] [--out DIR] [--restart-if-changed] [--nproc-per-node N [--nnodes M ...]]`.
 
+On several nodes it runs once per node, started by hand with --node-rank/--master-addr on each, or by
+`srun --ntasks-per-node=1 faceflow train ... --from-slurm`, which reads them from SLURM
+(faceflow.runtime.slurm_nodes). Node 0 prepares OUT and its rank 0 writes checkpoints and logs.
+
 One process trains in this interpreter; several are started with `faceflow.runtime.launch`
 (oneflow.distributed.launch with the CUDA libraries loaded first), each running faceflow.train.worker.
 Before that, every training record is checked (faceflow.data.train_parts: bad_images fail or skip, cached
@@ -19,6 +23,7 @@ from pathlib import Path
 from faceflow.errors import ConfigError, FaceflowError
 from faceflow.runtime.gpus import GpuLease, claim_gpus
 from faceflow.runtime.lifetime import child_env
+from faceflow.runtime.slurm_nodes import slurm_placement
 from faceflow.train import worker
 from faceflow.train.metrics import TrainLog
 from faceflow.train.resume import prepare_out_dir
@@ -33,10 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("multi-process")
     group.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                        help="processes on this node (default: the config's nproc_per_node, 1 unless set)")
-    group.add_argument("--nnodes", type=int, default=1, metavar="M", help="number of nodes")
+    group.add_argument("--nnodes", type=int, default=None, metavar="M", help="number of nodes (default 1)")
     group.add_argument("--node-rank", type=int, default=0, metavar="R", help="rank of this node")
     group.add_argument("--master-addr", default="127.0.0.1", metavar="A", help="address of node 0")
     group.add_argument("--master-port", type=int, default=29500, metavar="P", help="free port on node 0")
+    group.add_argument("--from-slurm", action="store_true",
+                       help="take the node count, this node's rank and node 0's address from the SLURM job step "
+                            "(run once per node: srun --ntasks-per-node=1 faceflow train ... --from-slurm)")
     return parser
 
 
@@ -61,6 +69,17 @@ def _device(requested: str) -> str:
         raise ConfigError(str(err)) from None
 
 
+def _place_node(args: argparse.Namespace) -> None:
+    """Fill --nnodes (default 1), and with --from-slurm --node-rank and --master-addr, from SLURM."""
+    if not args.from_slurm:
+        args.nnodes = 1 if args.nnodes is None else args.nnodes
+        return
+    placement = slurm_placement()
+    if args.nnodes is not None and args.nnodes != placement.nnodes:
+        raise FaceflowError(f"--nnodes {args.nnodes}: the SLURM job step has {placement.nnodes} node(s)")
+    args.nnodes, args.node_rank, args.master_addr = placement.nnodes, placement.node_rank, placement.master_addr
+
+
 def _check_world(args: argparse.Namespace) -> tuple[dict, int, GpuLease | None]:
     """The config, the world size and the run's GPU lease (None if it needs none), after refusing what
     cannot run, before any worker process starts.
@@ -68,6 +87,7 @@ def _check_world(args: argparse.Namespace) -> tuple[dict, int, GpuLease | None]:
     Sets `args.nproc_per_node` from the config's `nproc_per_node` when the option was not given, and
     `device: auto` to the device it resolves to on this node, so that every rank trains on the same one.
     """
+    _place_node(args)
     if args.nnodes < 1 or (args.nproc_per_node is not None and args.nproc_per_node < 1):
         raise FaceflowError("--nproc-per-node and --nnodes must be >= 1")
     if not 0 <= args.node_rank < args.nnodes:
@@ -128,10 +148,13 @@ def _train(args: argparse.Namespace, out_dir: Path, world: int) -> int:
     """Train in this process, or start the launcher and wait for its workers."""
     if world == 1:
         return worker.run(args)
+    logdir = out_dir / "launch_logs"
+    if args.nnodes > 1:  # OUT is shared by the nodes
+        logdir = logdir / f"node_{args.node_rank}"
     command = [sys.executable, "-m", "faceflow.runtime.launch",
                "--nproc_per_node", str(args.nproc_per_node), "--nnodes", str(args.nnodes),
                "--node_rank", str(args.node_rank), "--master_addr", args.master_addr,
-               "--master_port", str(args.master_port), "--logdir", str(out_dir / "launch_logs"),
+               "--master_port", str(args.master_port), "--logdir", str(logdir),
                "--module", "faceflow.train.worker", *_worker_args(args, out_dir)]
     code = subprocess.call(command, env=child_env())
     if code:

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Start a throwaway single-node SLURM cluster (munge, mariadb, slurmdbd, slurmctld, slurmd) under DIR.
+# Start a throwaway SLURM cluster (munge, mariadb, slurmdbd, slurmctld, slurmd) under DIR.
 # Everything (keys, configs, spool, logs, database, sockets) lives in DIR; daemons are started here,
-# not by systemd, on free loopback ports. Usage: start.sh [DIR]  (default: a new temp dir).
+# not by systemd, on free ports. Usage: start.sh [DIR]  (default: a new temp dir).
+# One node (this host, on loopback) by default; SLURM_TEST_NODES=N (root, iproute2) makes N nodes
+# node0..node{N-1}: each slurmd in a network namespace of its own (own address on a bridge, own host
+# name through unshare --uts), slurmctld on the host side of the bridge. DIR/run/netns.list names the
+# namespaces and the bridge for stop.sh.
 # On success prints DIR; `source DIR/env.sh` sets SLURM_CONF for sbatch/sacct/snakemake.
 # Stop it with scripts/slurm/stop.sh DIR. On failure the daemons started so far are stopped, DIR kept.
 set -euo pipefail
@@ -14,7 +18,8 @@ trap stop_on_failure EXIT
 CLUSTER=faceflow
 PARTITION=${SLURM_TEST_PARTITION:-debug}
 ACCOUNT=${SLURM_TEST_ACCOUNT:-faceflow}
-GPUS=${SLURM_TEST_GPUS:-2}  # fake GPUs, so that --gres=gpu:N is scheduled and accounted
+GPUS=${SLURM_TEST_GPUS:-2}  # fake GPUs per node, so that --gres=gpu:N is scheduled and accounted
+NODES=${SLURM_TEST_NODES:-1}
 USERS="root ${USER:-root}"
 DB_PASS=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
@@ -44,7 +49,42 @@ PY
 }
 read -r DB_PORT DBD_PORT CTLD_PORT SLURMD_PORT <<<"$(free_ports 4)"
 HOST=$(hostname -s)
-NODE_LINE=$(slurmd -C | head -n 1 | sed "s/^NodeName=[^ ]*/NodeName=$HOST/")
+NODE_SPEC=$(slurmd -C | head -n 1 | sed "s/^NodeName=[^ ]* //")  # CPUs=... RealMemory=... of this machine
+
+# --- nodes: names and addresses (and for several, their network namespaces on a bridge) ---
+CTLD_ADDR=127.0.0.1
+NODE_NAMES=("$HOST")
+NODE_ADDRS=(127.0.0.1)
+if [ "$NODES" -gt 1 ]; then
+    for tool in ip unshare nsenter; do
+        command -v "$tool" >/dev/null || { echo "start.sh: $tool not found (needed for SLURM_TEST_NODES=$NODES)" >&2; exit 2; }
+    done
+    TAG=$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    BRIDGE=ffbr$TAG
+    for _ in $(seq 50); do  # a 10.231.X.0/24 no interface of this host is on
+        NET=10.231.$((RANDOM % 250 + 2))
+        ip -4 -o addr show | grep -q " $NET\." || break
+    done
+    ip link add "$BRIDGE" type bridge
+    echo "bridge $BRIDGE" >>"$DIR/run/netns.list"
+    ip addr add "$NET.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    CTLD_ADDR=$NET.1
+    NODE_NAMES=()
+    NODE_ADDRS=()
+    for i in $(seq 0 $((NODES - 1))); do
+        ns=faceflow-$TAG-node$i
+        ip netns add "$ns"
+        echo "netns $ns" >>"$DIR/run/netns.list"
+        ip link add "ffv$TAG$i" type veth peer name eth0 netns "$ns"
+        ip link set "ffv$TAG$i" master "$BRIDGE" up
+        ip -n "$ns" addr add "$NET.$((i + 2))/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+        NODE_NAMES+=("node$i")
+        NODE_ADDRS+=("$NET.$((i + 2))")
+    done
+fi
 
 # --- munge: a fresh key and a private socket ---
 mungekey --create --keyfile="$DIR/munge/munge.key" >/dev/null
@@ -85,14 +125,20 @@ LogFile=$DIR/log/slurmdbd.log
 DebugLevel=info
 CONF
 chmod 600 "$DIR/etc/slurmdbd.conf"
-for i in $(seq 0 $((GPUS - 1))); do  # a fake GPU is a link to /dev/null: slurmd only needs a device file
-    ln -sfn /dev/null "$DIR/run/gpu$i"
-    echo "NodeName=$HOST Name=gpu File=$DIR/run/gpu$i"
+for node in "${NODE_NAMES[@]}"; do  # a fake GPU is a link to /dev/null: slurmd only needs a device file
+    for i in $(seq 0 $((GPUS - 1))); do
+        ln -sfn /dev/null "$DIR/run/$node-gpu$i"
+        echo "NodeName=$node Name=gpu File=$DIR/run/$node-gpu$i"
+    done
+    mkdir -p "$DIR/spool/d/$node"
 done >"$DIR/etc/gres.conf"
+NODE_LINES=$(for i in "${!NODE_NAMES[@]}"; do
+    echo "NodeName=${NODE_NAMES[$i]} NodeAddr=${NODE_ADDRS[$i]} $NODE_SPEC Gres=gpu:$GPUS State=UNKNOWN"
+done)
 
 cat >"$SLURM_CONF" <<CONF
 ClusterName=$CLUSTER
-SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldHost=$HOST($CTLD_ADDR)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -100,11 +146,11 @@ SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket=$DIR/munge/munge.socket
 StateSaveLocation=$DIR/spool/ctld
-SlurmdSpoolDir=$DIR/spool/d
+SlurmdSpoolDir=$DIR/spool/d/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/linux
@@ -127,8 +173,8 @@ MinJobAge=300
 DefMemPerCPU=1024
 GresTypes=gpu
 AccountingStorageTRES=gres/gpu
-$NODE_LINE NodeAddr=127.0.0.1 Gres=gpu:$GPUS State=UNKNOWN
-PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+$NODE_LINES
+PartitionName=$PARTITION Nodes=$(IFS=,; echo "${NODE_NAMES[*]}") Default=YES MaxTime=INFINITE State=UP
 CONF
 
 # --- slurmdbd, then the cluster/account/user associations ---
@@ -140,11 +186,22 @@ for u in $(echo "$USERS" | tr ' ' '\n' | sort -u); do
     sacctmgr -i add user "$u" account="$ACCOUNT" defaultaccount="$ACCOUNT" cluster="$CLUSTER" >/dev/null
 done
 
-# --- slurmctld + slurmd; wait for the node to be idle ---
+# --- slurmctld + slurmd; wait for the nodes to be idle ---
 slurmctld -i </dev/null >>"$DIR/log/daemons.out" 2>&1
 wait_for 30 slurmctld slurmctld.log scontrol ping
-slurmd </dev/null >>"$DIR/log/daemons.out" 2>&1
-wait_for 60 "node $HOST (idle)" slurmd.log bash -c "sinfo -h -N -n '$HOST' -o %t | grep -qx idle"
+if [ "$NODES" -gt 1 ]; then
+    for i in "${!NODE_NAMES[@]}"; do  # the node's name is its host name: slurmd finds itself in slurm.conf
+        # nsenter, not `ip netns exec`, which mounts a fresh /sys without the cgroup tree slurmd reads
+        nsenter --net="/run/netns/faceflow-$TAG-node$i" unshare --uts \
+            sh -c "hostname ${NODE_NAMES[$i]} && exec slurmd" </dev/null >>"$DIR/log/daemons.out" 2>&1
+    done
+else
+    slurmd </dev/null >>"$DIR/log/daemons.out" 2>&1
+fi
+for node in "${NODE_NAMES[@]}"; do
+    wait_for 60 "node $node (idle)" "slurmd-$node.log" bash -c "sinfo -h -N -n '$node' -o %t | grep -qx idle"
+done
+printf '%s\n' "${NODE_NAMES[@]}" >"$DIR/nodes"
 
 cat >"$DIR/env.sh" <<ENV
 export SLURM_CONF=$SLURM_CONF
