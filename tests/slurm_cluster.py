@@ -1,4 +1,5 @@
-"""Test fixture: a throwaway single-node SLURM cluster (scripts/slurm/start.sh), stopped afterwards.
+"""Test fixture: a throwaway two-node SLURM cluster (scripts/slurm/start.sh with SLURM_TEST_NODES=2: each
+slurmd in a network namespace of its own), stopped afterwards with its namespaces removed.
 
 The Debian packages are installed with scripts/slurm/install.sh when missing; the fixture skips
 (with the reason) only when they cannot be installed.
@@ -19,8 +20,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts" / "slurm"
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
-SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "AllocTRES", "WorkDir")
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server", "iproute2")
+SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "AllocTRES", "NNodes", "WorkDir")
+NODES = 2
 
 
 def missing_packages() -> list[str]:
@@ -62,6 +64,11 @@ class SlurmCluster:
     root: Path
     env: dict[str, str]
 
+    @property
+    def nodes(self) -> list[str]:
+        """The node names (node0, node1, ...)."""
+        return (self.root / "nodes").read_text().split()
+
     def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a SLURM client command against this cluster (stdout and stderr captured)."""
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -82,19 +89,31 @@ class SlurmCluster:
 
 
 def stop_cluster(root: Path) -> None:
-    """Stop every daemon started under root and remove it."""
+    """Stop every daemon started under root, remove its network namespaces and bridge, then root; fails
+    (an error of the module's last test) when one of them is left."""
+    made = (root / "run" / "netns.list").read_text().split() if (root / "run" / "netns.list").is_file() else []
+    pids = [int(p.read_text()) for p in (root / "run").glob("*.pid") if p.read_text().strip().isdigit()]
     subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(root)], timeout=120)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    left = [name for kind, name in zip(made[::2], made[1::2])
+            if (kind == "netns" and name in namespaces) or (kind == "bridge" and f" {name}:" in links)]
+    left += [f"pid {pid}" for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not left, f"the SLURM test cluster left {', '.join(left)}"
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
     """Start the cluster once per test module; the finalizer stops it even when start-up fails."""
-    problem = install_problem()
+    problem = install_problem() or (None if os.geteuid() == 0 else
+                                    "the cluster's network namespaces (one per node) need root")
     if problem:
+        print(f"skipped: {problem}")
         pytest.skip(problem)
     root = Path(tempfile.mkdtemp(prefix="faceflow-slurm-"))
     request.addfinalizer(lambda: stop_cluster(root))
-    env = {**os.environ, "USER": os.environ.get("USER", "root"), "PYTHON": sys.executable}
+    env = {**os.environ, "USER": os.environ.get("USER", "root"), "PYTHON": sys.executable,
+           "SLURM_TEST_NODES": str(NODES)}
     started = subprocess.run(["bash", str(SCRIPTS / "start.sh"), str(root)], env=env,
                              capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, f"start.sh failed:\n{started.stderr}"

@@ -195,3 +195,30 @@ def test_processes_and_threads_default_to_the_base_config(base_yaml: str) -> Non
     assert (plan.runs["e"].gpus, plan.runs["e"].threads) == (1, 2)
     assert plan.runs["e"].train_config["num_threads"] == 2
     assert (plan.runs["a"].gpus, plan.runs["a"].threads) == (1, 2)  # a base without them: 1 process, 2 threads
+
+
+def test_multi_node_run_resources_per_executor(base_yaml: str) -> None:
+    config = _config(base_yaml)
+    config["runs"]["m"] = {"dataset": "synthetic", "base": base_yaml, "device": "cuda", "gpus": 4, "nodes": 2,
+                           "steps": 10, "threads": 8}
+    plan = _plan(config)
+    m = plan.runs["m"]
+    assert (m.world_size, m.nodes, m.node_arguments) == (8, 2, "--nnodes 2 --from-slurm")
+    assert m.shape.launcher.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1")
+    assert plan.datasets["synthetic"].parts == 8  # the 2 x 4 world size
+    seven, plugin, slurm9 = (m.resources(style) for style in ("snakemake7", "plugin", "slurm-plugin"))
+    assert (seven["slurm_extra"], seven["gpu"], seven["mpi"], seven["tasks"]) == ("--gres=gpu:4", 4, "srun", 2)
+    assert (plugin["slurm_extra"], plugin["gpu"], plugin["gres"]) == (None, 4, None)
+    # the 9.x SLURM executor's gpu=G is per job: a multi-node job asks GRES, which is per node
+    assert (slurm9["gpu"], slurm9["gres"], slurm9["tasks_per_gpu"], slurm9["nodes"]) == (None, "gpu:4", 0, 2)
+    assert seven["mem_mb"] == 4 * 24000 and seven["cpus_per_task"] == 4 * 4  # defaults: 24000 MB, 4 CPUs per GPU
+    assert plan.validation_mem_mb("m") == 24000 and plan.validation_mem_mb("a") == 4000
+    assert plan.runs["a"].resources("snakemake7")["mpi"] is None
+
+
+def test_resource_keys_are_checked(base_yaml: str) -> None:
+    for key, value in (("nodes", 0), ("mem_mb_per_process", "lots"), ("cpus_per_gpu", 0)):
+        config = _config(base_yaml)
+        config["runs"]["a"][key] = value
+        with pytest.raises(ConfigError, match=f"runs.a.{key}"):
+            _plan(config)

@@ -4,7 +4,7 @@
 # because start.sh runs its own daemons under a temp dir. Usage: install.sh
 set -euo pipefail
 
-PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+PACKAGES="slurmctld slurmd slurm-client munge slurmdbd mariadb-server iproute2"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -189,14 +189,17 @@ done
 # --- slurmctld + slurmd; wait for the nodes to be idle ---
 slurmctld -i </dev/null >>"$DIR/log/daemons.out" 2>&1
 wait_for 30 slurmctld slurmctld.log scontrol ping
+# Each slurmd runs in a mount namespace of its own that shows DIR/etc at /etc/slurm, so that its jobs find
+# the config where a real node has it (Snakemake 9's SLURM job step drops SLURM_CONF before its srun).
+node_config="mount --make-rprivate / && mount --bind '$DIR/etc' /etc/slurm"
 if [ "$NODES" -gt 1 ]; then
     for i in "${!NODE_NAMES[@]}"; do  # the node's name is its host name: slurmd finds itself in slurm.conf
         # nsenter, not `ip netns exec`, which mounts a fresh /sys without the cgroup tree slurmd reads
-        nsenter --net="/run/netns/faceflow-$TAG-node$i" unshare --uts \
-            sh -c "hostname ${NODE_NAMES[$i]} && exec slurmd" </dev/null >>"$DIR/log/daemons.out" 2>&1
+        nsenter --net="/run/netns/faceflow-$TAG-node$i" unshare --uts --mount \
+            sh -c "$node_config && hostname ${NODE_NAMES[$i]} && exec slurmd" </dev/null >>"$DIR/log/daemons.out" 2>&1
     done
 else
-    slurmd </dev/null >>"$DIR/log/daemons.out" 2>&1
+    unshare --mount sh -c "$node_config && exec slurmd" </dev/null >>"$DIR/log/daemons.out" 2>&1
 fi
 for node in "${NODE_NAMES[@]}"; do
     wait_for 60 "node $node (idle)" "slurmd-$node.log" bash -c "sinfo -h -N -n '$node' -o %t | grep -qx idle"
