@@ -1,6 +1,9 @@
 """faceflow.runtime.slurm_nodes: a node's place in a SLURM job step, from its environment and scontrol."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Sequence
 
 import pytest
@@ -58,3 +61,11 @@ def test_bad_steps_are_refused_in_one_line(change: dict, message: str) -> None:
 def test_outside_slurm_the_error_says_how_to_start_it() -> None:
     with pytest.raises(FaceflowError, match="srun --ntasks-per-node=1"):
         slurm_placement({}, lambda args: "")
+
+
+def test_faceflow_train_from_slurm_outside_slurm_fails_in_one_line() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    done = subprocess.run([sys.executable, "-m", "faceflow.cli.main", "train", "demo", "--from-slurm"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("faceflow train: error: --from-slurm: SLURM_STEP_NUM_NODES")
