@@ -105,20 +105,23 @@ def test_exported_model_is_the_onnx_else_the_checkpoint(tmp_path: Path, capsys) 
     assert len(err.splitlines()) == 1 and str(export / "export.json") in err and "'formats'" in err
 
 
-def test_dry_run_has_one_ijb_job_per_run_and_target(tmp_path: Path) -> None:
+def test_dry_run_has_one_ijb_job_per_run_model_and_target(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path / "wf")
+    config_file = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    (tmp_path / "backbone.pth").write_bytes(b"")
+    config["models"] = {"zoo_r50": {"path": str(tmp_path / "backbone.pth"), "network": "r50"}}
+    config_file.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", "-p", "all")
     assert result.returncode == 0, result.stdout
     counts = job_counts(result.stdout)
-    assert counts["ijb_eval"] == 2 * 2 and counts["synth_synthetic"] == 1
+    assert counts["ijb_eval"] == 3 * 2 and counts["synth_synthetic"] == 1
     assert "--ijb-identities 100" in result.stdout
-    for run in ("demo_softmax", "demo_cosface"):
+    for run in ("demo_softmax", "demo_cosface", "zoo_r50"):
         assert f"python -m faceflow.workflow.exported results/runs/{run}/export" in result.stdout
         for target in ("IJBC", "IJBB"):
             assert f"results/runs/{run}/ijb/{target}.json" in result.stdout
     assert "faceflow ijb $model resources/datasets/synthetic/ijb --target IJBC" in result.stdout
-    config_file = workdir / "config" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text())
     config["ijb"]["targets"] = []
     config_file.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", "all")
