@@ -81,10 +81,11 @@ def test_demo_runs_learn_far_above_the_raw_pixel_baseline(finished) -> None:
         assert accuracy >= 0.90, (run_name, accuracy)
         if run.train_config["loss"] == "softmax":
             assert accuracy >= 0.95, (run_name, accuracy)
-        # the raw-pixel embedding's TAR@FAR=1e-2 on the synthetic IJB-C is 0.19 (tests/test_synth.py)
+        # the raw-pixel embedding's TAR@FAR=1e-2 on the synthetic IJB-C is 0.19 (tests/test_synth.py); the
+        # demo runs must clear twice that
         tar = json.loads((workdir / "results" / "runs" / run_name / "ijb" / "IJBC.json").read_text())["tar_at_far"]
         print(f"{run_name}: synthetic IJB-C TAR@FAR=1e-2 {tar['1e-2']:.4f}, 1e-3 {tar['1e-3']:.4f}")
-        assert tar["1e-2"] > 0.19, (run_name, tar)
+        assert tar["1e-2"] >= 0.38, (run_name, tar)
 
 
 def test_second_invocation_has_nothing_to_do(finished) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -121,13 +123,30 @@ def test_dry_run_has_one_ijb_job_per_run_model_and_target(tmp_path: Path) -> Non
         assert f"python -m faceflow.workflow.exported results/runs/{run}/export" in result.stdout
         for target in ("IJBC", "IJBB"):
             assert f"results/runs/{run}/ijb/{target}.json" in result.stdout
-    assert "faceflow ijb $model resources/datasets/synthetic/ijb --target IJBC" in result.stdout
+    assert "faceflow ijb \"$model\" resources/datasets/synthetic/ijb --target IJBC" in result.stdout
     config["ijb"]["targets"] = []
     config_file.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", "all")
     assert result.returncode == 0, result.stdout
     assert "ijb_eval" not in job_counts(result.stdout) and "ijb/IJBC.json" not in result.stdout
     assert "--ijb-identities 100" in result.stdout  # synth's command (and data) do not follow the IJB settings
+
+
+def test_ijb_path_reaches_the_shell_literally(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    folder = str(tmp_path / f"my ijb 'q' $(touch {marker})")
+    workdir = copy_workflow(tmp_path / "wf")
+    config_file = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    config["ijb"] = {"targets": ["IJBB"], "path": folder}
+    config_file.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", "results/runs/demo_softmax/ijb/IJBB.json")
+    assert result.returncode == 0, result.stdout
+    line = next(line for line in result.stdout.splitlines() if " faceflow ijb " in line)
+    words = shlex.split(line.split(" faceflow ijb ", 1)[1])
+    assert words[:4] == ["$model", folder, "--target", "IJBB"] and not marker.exists()
+    inputs = re.search(r"rule ijb_eval:\n    input: (.*)\n", result.stdout).group(1)
+    assert inputs == "results/runs/demo_softmax/export/export.json"  # the synthetic ijb/ is not read
 
 
 @pytest.mark.slow

@@ -24,5 +24,5 @@ rule ijb_eval:
         "../envs/faceflow.yaml"
     shell:
         "model=$(python -m faceflow.workflow.exported {params.export:q} 2> {log:q}) &&"
-        " OMP_NUM_THREADS={threads} faceflow ijb $model {params.ijb_dir:q} --target {wildcards.target}"
+        ' OMP_NUM_THREADS={threads} faceflow ijb "$model" {params.ijb_dir:q} --target {wildcards.target}'
         " --batch-size {params.batch_size} --threads {threads} --out {output:q} --quiet >> {log:q} 2>&1"
