@@ -38,7 +38,8 @@ def demo_checkpoint(root: Path) -> Path:
     config = load_config("demo", [])
     keys = {key: config[key] for key in ("network", "embedding_size", "network_kwargs")}
     model = build_backbone(keys["network"], embedding_size=int(keys["embedding_size"]), **keys["network_kwargs"])
-    return write_checkpoint(root, 0, keys, {"epoch": 0}, lambda tmp: flow.save(model.state_dict(), str(tmp / "backbone")))
+    return write_checkpoint(root, 0, keys, {"epoch": 0},
+                            lambda tmp: flow.save(model.state_dict(), str(tmp / "backbone")))
 
 
 def seconds(command: list[str]) -> tuple[float, float]:
@@ -59,8 +60,8 @@ def main() -> None:
         subprocess.run([*FACEFLOW, "export", "bundle", str(checkpoint), str(work / "export"), "--formats", "onnx"],
                        check=True, env=ENV, capture_output=True)
         pool = synth.ijb_pool("IJBC", synth.DEFAULT_CLASSES, synth.DEFAULT_PAIRS, synth.DEFAULT_IDENTITIES)
-        images = write_benchmark(work / "ijb" / "IJBC", "IJBC", pool, partial(synth.identity_params, synth.DEFAULT_SEED),
-                                 synth.DEFAULT_SEED)
+        images = write_benchmark(work / "ijb" / "IJBC", "IJBC", pool,
+                                 partial(synth.identity_params, synth.DEFAULT_SEED), synth.DEFAULT_SEED)
         lfw, issame = synth.benchmark_images("lfw", synth.DEFAULT_CLASSES, synth.DEFAULT_PAIRS, synth.DEFAULT_SEED)
         write_bin(work / "lfw.bin", lfw, issame)
         ijb = [*FACEFLOW, "ijb", str(work / "export" / "model.onnx"), str(work / "ijb"), "--target", "IJBC",

@@ -58,7 +58,8 @@ def test_every_output_path_exists(finished) -> None:
         assert plan.ijb.targets
         for target in plan.ijb.targets:
             record = json.loads((root / "ijb" / f"{target}.json").read_text())
-            assert record["target"] == target and record["model"]["path"] == f"results/runs/{run_name}/export/model.onnx"
+            assert record["target"] == target
+            assert record["model"]["path"] == f"results/runs/{run_name}/export/model.onnx"
     report = workdir / "results" / "report"
     table = pd.read_csv(report / "accuracy.csv")
     expected_rows = sum(len(r.checkpoint_steps) for r in plan.runs.values()) * len(plan.benchmarks)

@@ -176,7 +176,7 @@ class WorkflowPlan:
     def used_datasets(self) -> list[str]:
         """Datasets a run trains on, a model is validated on or IJB reads (the only ones the workflow builds)."""
         names = {entry.dataset for entry in (*self.runs.values(), *self.models.values())}
-        return sorted(names | ({self.ijb.dataset} if self.ijb.dataset else set()))
+        return sorted(names | ({self.ijb.dataset} if self.ijb.dataset and self.ijb.targets else set()))
 
     def evaluated(self) -> list[str]:
         """Names of everything validated, exported and reported: the runs, then the models."""
@@ -304,7 +304,7 @@ def _plan_model(name: str, entry: dict[str, Any], datasets: dict[str, Any], runs
 
 
 def _check_synth_settings(name: str, settings: dict[str, Any]) -> None:
-    """`faceflow synth`'s own argument check, its error naming the config key (`--ijb-identities` -> `ijb_identities`)."""
+    """`faceflow synth`'s own argument check, the error naming the config key (`--ijb-identities`: `ijb_identities`)."""
     try:
         check_synth_arguments(int(settings["classes"]), int(settings["per_class"]), int(settings["pairs"]),
                               int(settings.get("ijb_identities", SYNTH_IJB_IDENTITIES)))

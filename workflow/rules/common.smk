@@ -28,7 +28,7 @@ def name_pattern(names):
 
 TRAINED_RUNS = name_pattern(PLAN.runs)
 IMPORTED_MODELS = name_pattern(PLAN.models)
-IJB_TARGETS = name_pattern(PLAN.ijb.targets)
+IJB_TARGET_NAMES = name_pattern(PLAN.ijb.targets)
 
 
 def dataset_files(name):
@@ -40,7 +40,8 @@ def dataset_files(name):
 
 def synth_files(name):
     """Files of resources/datasets/NAME/ a synthetic dataset's `faceflow synth` job writes (with ijb/ meta files)."""
-    return dataset_files(name) + [f"resources/datasets/{name}/{file}" for file in PLAN.datasets[name].ijb_files().values()]
+    ijb = PLAN.datasets[name].ijb_files().values()
+    return dataset_files(name) + [f"resources/datasets/{name}/{file}" for file in ijb]
 
 
 def ofrecord_dirs(name):

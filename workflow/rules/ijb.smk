@@ -8,7 +8,7 @@
 
 rule ijb_eval:
     wildcard_constraints:
-        target=IJB_TARGETS,
+        target=IJB_TARGET_NAMES,
     input:
         unpack(ijb_inputs),
     output:
