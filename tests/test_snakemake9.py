@@ -4,7 +4,9 @@ cluster profiles, and what a GPU and a multi-node run ask for. The real runs und
 (a target through the cluster-generic executor; train, validate and export through the SLURM executor)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,25 @@ def test_gpu_and_multi_node_runs_ask_for_what_they_run(python9: Path, tmp_path: 
         assert ("slurm_extra" in jobs["r100"]) == (generation == 7)
         assert re.search(r"srun --nodes=2 --ntasks=2 --ntasks-per-node=1 \S+ faceflow train demo .*"
                          r"--nproc-per-node 4 --nnodes 2 --from-slurm", done.stdout)
+
+
+PLANNING_ONLY = """
+import sys, yaml
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"numpy", "PIL", "tqdm", "oneflow", "onnx", "sklearn"}:
+            raise ImportError(f"planning imported {name}")
+sys.meta_path.insert(0, Refuse())
+from faceflow.workflow.session import load_plan
+import faceflow.cli.select_checkpoint, faceflow.cli.exported_model
+plan = load_plan(sys.argv[1], yaml.safe_load(open(sys.argv[1] + "/config/config.yaml")))
+print(len(plan.runs))
+"""
+
+
+def test_planning_needs_only_what_the_snakemake9_venv_has(python9: Path) -> None:
+    """Snakemake 9's interpreter plans the DAG without numpy, PIL, tqdm or OneFlow (it has no OneFlow)."""
+    done = subprocess.run([str(python9), "-c", PLANNING_ONLY, str(REPO)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"

@@ -13,7 +13,8 @@ from faceflow.cli import main as cli_main
 from faceflow.data import synth
 from faceflow.data.synth_baseline import raw_pixel_baseline, raw_pixel_ijb
 from faceflow.data.synth_faces import face_landmarks, render_faces, sample_nuisance, stack_identities
-from faceflow.data.synth_ijb import CANVAS, IJB_DIR, write_benchmark
+from faceflow.data.synth_ijb import CANVAS, write_benchmark
+from faceflow.data.synth_layout import IJB_DIR
 from faceflow.data.verification_bin import read_bin, write_bin
 from faceflow.errors import FaceflowError
 from faceflow.eval.ijb_layout import TARGETS, read_layout

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from faceflow.cli.main import main as faceflow_main
 from faceflow.errors import ConfigError
 from faceflow.eval.ijb_layout import TARGETS
 from faceflow.workflow.config_check import validate_config
 from faceflow.workflow.exported import exported_model
-from faceflow.workflow.exported import main as exported_main
 from faceflow.workflow.plan import build_plan
 from workflow_helpers import REPO, copy_workflow, job_counts, snakemake, tiny_run_workflow
 
@@ -102,7 +102,7 @@ def test_exported_model_is_the_onnx_else_the_checkpoint(tmp_path: Path, capsys) 
     (export / "export.json").write_text(json.dumps(record))
     assert exported_model(export) == Path("results/runs/r/checkpoints/step_000040")
     (export / "export.json").write_text("[1]")
-    assert exported_main([str(export)]) == 1
+    assert faceflow_main(["exported-model", str(export)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(export / "export.json") in err and "'formats'" in err
 
@@ -120,7 +120,7 @@ def test_dry_run_has_one_ijb_job_per_run_model_and_target(tmp_path: Path) -> Non
     assert counts["ijb_eval"] == 3 * 2 and counts["synth_synthetic"] == 1
     assert "--ijb-identities 100" in result.stdout
     for run in ("demo_softmax", "demo_cosface", "zoo_r50"):
-        assert f"python -m faceflow.workflow.exported results/runs/{run}/export" in result.stdout
+        assert f"faceflow exported-model results/runs/{run}/export" in result.stdout
         for target in ("IJBC", "IJBB"):
             assert f"results/runs/{run}/ijb/{target}.json" in result.stdout
     assert "faceflow ijb \"$model\" resources/datasets/synthetic/ijb --target IJBC" in result.stdout

@@ -15,7 +15,7 @@ import numpy as np
 from faceflow.errors import FaceflowError
 from faceflow.eval.ijb import evaluate_ijb, summary_lines, write_result
 from faceflow.eval.ijb_features import Embed
-from faceflow.eval.ijb_layout import TARGETS
+from faceflow.eval.ijb_names import TARGETS
 
 
 def _parser() -> argparse.ArgumentParser:

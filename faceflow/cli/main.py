@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ijb": ("faceflow.cli.ijb", "IJB-B / IJB-C 1:1 TAR@FAR (and 1:N) of a checkpoint or ONNX model"),
     "select-checkpoint": ("faceflow.cli.select_checkpoint",
                           "print the checkpoint an export uses (last, or best:<benchmark> by validation)"),
+    "exported-model": ("faceflow.cli.exported_model",
+                       "print the model an export bundle publishes (its ONNX, else its checkpoint)"),
     "export": ("faceflow.cli.export", "export a checkpoint to onnx|mxnet"),
     "import": ("faceflow.cli.import_model", "import an MXNet, arcface_torch (.pth) or ONNX model as a faceflow checkpoint"),
     "report": ("faceflow.cli.report", "accuracy tables and plots (CSV, Markdown, HTML) from run outputs"),

@@ -23,10 +23,11 @@ from PIL import Image, ImageFilter
 
 from faceflow.data.atomic import atomic_dir
 from faceflow.data.recordio import write_insightface_dataset
-from faceflow.data.synth_ijb import DEFAULT_IDENTITIES, IJB_DIR, write_benchmark
+from faceflow.data.synth_ijb import write_benchmark
 from faceflow.data.synth_faces import render_faces, sample_identity, sample_nuisance, stack_identities
+from faceflow.data.synth_layout import DEFAULT_IDENTITIES, IJB_DIR, check_arguments
 from faceflow.data.verification_bin import write_bin
-from faceflow.eval.ijb_layout import TARGETS
+from faceflow.eval.ijb_names import TARGETS
 from faceflow.errors import FaceflowError
 from faceflow.eval.benchmark_names import BENCHMARKS
 
@@ -186,19 +187,6 @@ def benchmark_images(bench: str, num_classes: int, pairs: int, seed: int,
     images = [image for chunk in _ordered_map(partial(_benchmark_batch, bench, ids, seed), batches, workers)
               for image in chunk]
     return images, issame
-
-
-def check_arguments(num_classes: int, per_class: int, pairs: int, ijb_identities: int = DEFAULT_IDENTITIES) -> None:
-    """Reject sizes the layout or the 10-fold protocol cannot use (FaceflowError naming the option)."""
-    if num_classes < 2:
-        raise FaceflowError(f"--classes: need at least 2 identities, got {num_classes}")
-    if per_class < 1:
-        raise FaceflowError(f"--per-class: need at least 1 image per identity, got {per_class}")
-    if pairs < 20 or pairs % 2:
-        raise FaceflowError(f"--pairs: need an even number >= 20 (10 folds, half same), got {pairs}")
-    if ijb_identities != 0 and ijb_identities < 4:
-        raise FaceflowError(f"--ijb-identities: need 0 (no IJB sets) or at least 4 (two per gallery), "
-                            f"got {ijb_identities}")
 
 
 def _check_out_dir(out_dir: Path) -> None:

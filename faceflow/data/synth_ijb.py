@@ -19,10 +19,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from faceflow.data.synth_faces import face_landmarks, render_faces, sample_nuisance, stack_identities
-from faceflow.eval.ijb_layout import TARGETS
+from faceflow.eval.ijb_names import TARGETS
 
-IJB_DIR = "ijb"
-DEFAULT_IDENTITIES = 100
 TEMPLATES_PER_IDENTITY = 3
 CANVAS = 144          # loose crop before resizing, in pixels of the 112 x 112 training frame
 CANVAS_RES = 82       # drawing grid of the canvas (the training images' 64 per 112 pixels)

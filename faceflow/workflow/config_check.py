@@ -17,7 +17,7 @@ import yaml
 
 from faceflow.errors import ConfigError
 from faceflow.eval.benchmark_names import BENCHMARKS, benchmark_pattern
-from faceflow.eval.ijb_layout import TARGETS as IJB_TARGETS
+from faceflow.eval.ijb_names import TARGETS as IJB_TARGETS
 from faceflow.export.model_files import IMPORT_FORMATS
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, json_property, numbers_from_strings, run_key_properties
 

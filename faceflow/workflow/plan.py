@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from faceflow.data.synth_ijb import DEFAULT_IDENTITIES as SYNTH_IJB_IDENTITIES
-from faceflow.data.synth_ijb import IJB_DIR
-from faceflow.data.synth import check_arguments as check_synth_arguments
+from faceflow.data.synth_layout import DEFAULT_IDENTITIES as SYNTH_IJB_IDENTITIES
+from faceflow.data.synth_layout import IJB_DIR
+from faceflow.data.synth_layout import check_arguments as check_synth_arguments
 from faceflow.errors import ConfigError, FaceflowError
-from faceflow.eval.ijb_layout import TARGETS as IJB_TARGETS
+from faceflow.eval.ijb_names import TARGETS as IJB_TARGETS
 from faceflow.export.model_files import model_format, model_inputs, mxnet_epoch
 from faceflow.train.config import load_config as load_training_config
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS

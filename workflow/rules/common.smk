@@ -5,7 +5,7 @@ import re
 
 from snakemake import __version__ as snakemake_version
 
-from faceflow.data.synth_ijb import IJB_DIR as SYNTH_IJB_DIR
+from faceflow.data.synth_layout import IJB_DIR as SYNTH_IJB_DIR
 from faceflow.eval.benchmark_names import benchmark_pattern
 from faceflow.workflow.resources import RESOURCE_NAMES, resource_style
 from faceflow.workflow.session import job_shell_prefix, load_plan

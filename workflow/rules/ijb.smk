@@ -1,6 +1,6 @@
 # results/runs/{run}/ijb/{target}.json: one job per run (or model) and IJB target (config `ijb.targets`), on
 # the model export_model published: export/model.onnx when ONNX is exported, else the checkpoint export.json
-# names (python -m faceflow.workflow.exported). The benchmarks are the ijb/ folder of the synthetic dataset
+# names (faceflow exported-model). The benchmarks are the ijb/ folder of the synthetic dataset
 # (written by its synth job) or `ijb.path`. The IJB settings are parameters of this rule only, so changing
 # them reruns IJB and the report and nothing upstream. Rerun on demand:
 #   snakemake --cores 8 ijb report --forcerun ijb_eval
@@ -23,6 +23,6 @@ rule ijb_eval:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "model=$(python -m faceflow.workflow.exported {params.export:q} 2> {log:q}) &&"
+        "model=$(faceflow exported-model {params.export:q} 2> {log:q}) &&"
         ' OMP_NUM_THREADS={threads} faceflow ijb "$model" {params.ijb_dir:q} --target {wildcards.target}'
         " --batch-size {params.batch_size} --threads {threads} --out {output:q} --quiet >> {log:q} 2>&1"
