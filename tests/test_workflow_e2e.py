@@ -101,7 +101,7 @@ def test_changing_validation_settings_invalidates_only_validation_and_report(fin
     original = config_file.read_text()
     config = yaml.safe_load(original)
     config["validation"]["batch_size"] += 7
-    config_file.write_text(yaml.safe_dump(config))
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
         changed = snakemake(workdir, "--list-params-changes")
         assert changed.returncode == 0, changed.stdout
