@@ -1,20 +1,22 @@
 """Embeddings of verification images and their horizontal flips (InsightFace's test-time flip).
 
 Images are decoded once to uint8 RGB NCHW (cached by the caller), then normalised per batch to
-`(x - 127.5) / 127.5` float32, as the backbones expect.
+`(x - 127.5) / 127.5` float32, as the backbones expect. `flip_embeddings` runs that on any engine's forward
+pass; only the OneFlow helpers load OneFlow, when called (onnxruntime validation does not need it).
 """
 from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from faceflow.runtime.flow import flow
-
 from faceflow.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from faceflow.runtime.flow import flow
 
 IMAGE_SIZE = 112
 
@@ -73,6 +75,8 @@ def flip_embeddings(forward: Forward, images: np.ndarray, batch_size: int = 64) 
 
 def _model_input(batch: np.ndarray, reference: flow.Tensor) -> flow.Tensor:
     """Host batch as a tensor on the model's device (broadcast global tensor for a global model)."""
+    from faceflow.runtime.flow import flow
+
     tensor = flow.tensor(batch)
     if reference.is_global:
         return tensor.to_global(placement=reference.placement, sbp=flow.sbp.broadcast)
@@ -81,6 +85,8 @@ def _model_input(batch: np.ndarray, reference: flow.Tensor) -> flow.Tensor:
 
 def oneflow_forward(model: flow.nn.Module) -> Forward:
     """`forward` of a OneFlow backbone (local or global) for `flip_embeddings`; call it in eval mode, no_grad."""
+    from faceflow.runtime.flow import flow
+
     reference = next(model.parameters())
 
     def forward(batch: np.ndarray) -> np.ndarray:
@@ -94,6 +100,8 @@ def oneflow_forward(model: flow.nn.Module) -> Forward:
 
 def embed(model: flow.nn.Module, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (float32, N x D) of uint8 NCHW `images` and of their horizontal flips, in eval mode."""
+    from faceflow.runtime.flow import flow
+
     was_training = model.training
     model.eval()
     try:
