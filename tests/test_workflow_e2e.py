@@ -91,7 +91,7 @@ def test_documented_rerun_of_validation_touches_nothing_upstream(finished) -> No
     assert result.returncode == 0, result.stdout
     counts = job_counts(result.stdout)
     checkpoints = sum(len(r.checkpoint_steps) for r in plan.runs.values())
-    assert counts.pop("validate_checkpoint") == checkpoints * len(plan.benchmarks)
+    assert counts.pop("validate_checkpoint") == checkpoints  # one job per checkpoint, all its benchmarks
     assert counts == {"make_report": 1, "validate": 1, "report": 1}
 
 
@@ -101,7 +101,7 @@ def test_changing_validation_settings_invalidates_only_validation_and_report(fin
     original = config_file.read_text()
     config = yaml.safe_load(original)
     config["validation"]["batch_size"] += 7
-    config_file.write_text(yaml.safe_dump(config))
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     try:
         changed = snakemake(workdir, "--list-params-changes")
         assert changed.returncode == 0, changed.stdout

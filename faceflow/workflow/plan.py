@@ -11,7 +11,7 @@ import re
 import shlex
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -30,6 +30,12 @@ _RENAMED_WORD = re.compile(r"\b(?:" + "|".join(map(re.escape, _RENAMED)) + r")\b
 
 
 DATASET_SOURCES = ("synthetic", "url", "path", "ofrecord")  # the keys of a dataset entry that say where it comes from
+VALIDATION_THREADS = 2  # CPU threads of a validation job (onnxruntime's, or OneFlow's on CUDA for the host side)
+
+
+def gres(gpus: int) -> str:
+    """The sbatch option asking SLURM for `gpus` GPUs (Snakemake's slurm_extra resource; empty for none)."""
+    return f"--gres=gpu:{gpus}" if gpus else ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class RunPlan:
     @property
     def slurm_extra(self) -> str:
         """Extra sbatch options of the train job (Snakemake's SLURM executor): the GPUs it needs."""
-        return f"--gres=gpu:{self.gpu_resource}" if self.gpu_resource else ""
+        return gres(self.gpu_resource)
 
     def set_arguments(self, train_data: str) -> list[str]:
         """`--set KEY=VALUE` pairs for `faceflow train` (values in YAML flow syntax)."""
@@ -98,6 +104,29 @@ class RunPlan:
     def set_argument_string(self, train_data: str) -> str:
         """`set_arguments` quoted for a shell command line."""
         return " ".join(shlex.quote(arg) for arg in self.set_arguments(train_data))
+
+
+@dataclass(frozen=True)
+class ValidationJob:
+    """The validation job of one run or model, which scores each checkpoint on every benchmark in one call (so
+    the CPU engine's ONNX export happens once per checkpoint): the device and engine `faceflow validate` gets,
+    the GPUs the job asks the scheduler for and its CPU threads."""
+
+    device: str  # cuda (a CUDA run: OneFlow on its GPU) | cpu | auto (models, runs with device: auto)
+    engine: str
+    gpus: int
+    threads: int
+
+    @property
+    def slurm_extra(self) -> str:
+        """Extra sbatch options of the job: the GPU it needs, as the train job passes its own."""
+        return gres(self.gpus)
+
+    def argument_string(self, benches: Mapping[str, str]) -> str:
+        """`faceflow validate` options (quoted for a shell): `--bench NAME=PATH` each, device, engine, threads."""
+        args = [arg for name, path in benches.items() for arg in ("--bench", f"{name}={path}")]
+        args += ["--device", self.device, "--engine", self.engine, "--threads", str(self.threads)]
+        return " ".join(shlex.quote(arg) for arg in args)
 
 
 @dataclass(frozen=True)
@@ -155,6 +184,13 @@ class WorkflowPlan:
         if run in self.models:
             return [f"{0:06d}"]
         return [f"{step:06d}" for step in self.runs[run].checkpoint_steps]
+
+    def validation_job(self, run: str) -> ValidationJob:
+        """How the checkpoints of run or model `run` are validated: a CUDA run's on one GPU, the rest on CPU
+        (`auto`: CUDA only where the job finds a GPU) with the fastest engine."""
+        device = self.runs[run].device if run in self.runs else "auto"
+        return ValidationJob(device=device, engine="auto", gpus=1 if device == "cuda" else 0,
+                             threads=VALIDATION_THREADS)
 
     def export_bench(self) -> str | None:
         """The benchmark `best:<bench>` selects on, or None for `last`."""

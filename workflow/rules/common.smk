@@ -70,11 +70,11 @@ def checkpoints_dir(wildcards):
 
 
 def run_bench_data(wildcards):
-    """The OFRecord validation folder of a benchmark of the dataset of a run or model (converted or ready-made)."""
+    """{bench: OFRecord validation folder} of every validated benchmark of the dataset of a run or model
+    (converted, or ready-made as it is)."""
     dataset = PLAN.dataset_of(wildcards.run)
-    if PLAN.datasets[dataset].ready_made:
-        return f"resources/datasets/{dataset}/{wildcards.bench}"
-    return f"results/ofrecord/{dataset}/val/{wildcards.bench}"
+    root = f"resources/datasets/{dataset}" if PLAN.datasets[dataset].ready_made else f"results/ofrecord/{dataset}/val"
+    return {bench: f"{root}/{bench}" for bench in PLAN.benchmarks}
 
 
 def validation_results():
