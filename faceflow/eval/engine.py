@@ -125,7 +125,7 @@ def _oneflow(path: Path, device: str, batch_size: int, threads: int | None, mode
     from faceflow.runtime.device import local_device
     from faceflow.runtime.flow import flow
 
-    if threads is not None and device == "cpu":
+    if threads is not None and device == "cpu" and threads < (os.cpu_count() or 1):  # OneFlow warns at >= cores
         flow.set_num_threads(threads)
     network, _, _ = load_backbone(path, device=str(local_device(device)))
     network.eval()
