@@ -5,9 +5,10 @@ r18 and r50. Ratios are printed last.
 Throughput counts images of the benchmark, each embedded with its flip (two forward images). Each engine's
 one-off cost (model load; for the CPU path also the ONNX export and its parity check; one warm-up batch) is
 measured and spread over an LFW-sized set (--lfw-images 12000); the per-image time is measured on a subset
-(--images, and fewer --eager-images for OneFlow, which is slow) and multiplied out to the full set.
+(--images, and fewer --eager-images for OneFlow, which is slow), the engines alternating in --rounds
+rounds so that a change of machine load hits both, and multiplied out to the full set.
 
-    .venv/bin/python bench/eval.py [--pairs 6000] [--networks mbf,r18,r50] [--images 64] [--eager-images 8]
+    .venv/bin/python bench/eval.py [--pairs 6000] [--networks mbf,r18,r50] [--images 64] [--eager-images 16] [--batch 8] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -73,37 +74,48 @@ def _checkpoint(name: str, root: Path) -> Path:
                             lambda d: flow.save(model.state_dict(), str(d / "backbone")))
 
 
-def timed_validation(ckpt: Path, engine: str, images: np.ndarray, batch: int, threads: int,
-                     lfw_images: int) -> tuple[float, np.ndarray]:
-    """Amortised images/s of one engine (each image and its flip): the one-off cost (open: model load, and for
-    the CPU path the ONNX export and its parity check; one warm-up batch) plus `lfw_images` times the
-    per-image time measured on `images`, spread over `lfw_images`. Returns it and the embeddings."""
+def _open(ckpt: Path, engine: str, batch: int, threads: int, warm: np.ndarray):
+    """An embedder and its one-off cost in seconds: open (model load; for the CPU path the ONNX export and its
+    parity check) and one warm-up batch."""
     start = time.perf_counter()
     embedder = open_embedder(ckpt, device="cpu", batch_size=batch, threads=threads, engine=engine, log=lambda _: None)
-    embedder.embed(images[:2])
-    setup = time.perf_counter() - start
-    start = time.perf_counter()
-    originals, _ = embedder.embed(images)
-    per_image = (time.perf_counter() - start) / len(images)
-    rate = lfw_images / (setup + lfw_images * per_image)
-    print(f"  {embedder.engine:11s} one-off {setup:6.1f} s, steady {1 / per_image:6.1f} images/s on {len(images)} "
-          f"images -> {rate:6.1f} images/s over {lfw_images} images ({lfw_images / rate / 60:.1f} min)")
-    return rate, originals
+    embedder.embed(warm)
+    return embedder, time.perf_counter() - start
 
 
 def bench_validation(name: str, faces: np.ndarray, args: argparse.Namespace, work: Path) -> float:
     """Validation throughput of the CPU path (engine auto: onnxruntime on the cached export) against OneFlow
-    eager for backbone `name`; returns the ratio."""
+    eager for backbone `name`, each amortised over `--lfw-images`; returns the ratio. The two engines are timed
+    in alternating rounds, so a machine whose load changes slows both alike."""
     ckpt = _checkpoint(name, work)
-    print(f"validation {name} on CPU, {args.threads} threads, batch {args.batch} (+ flips):")
-    fast, fast_out = timed_validation(ckpt, "auto", faces[:args.images], args.batch, args.threads, args.lfw_images)
-    eager_faces = faces[:args.eager_images]
-    eager, eager_out = timed_validation(ckpt, "oneflow", eager_faces, min(args.batch, len(eager_faces)),
-                                        args.threads, args.lfw_images)
-    a, b = fast_out[:len(eager_out)].astype(np.float64), eager_out.astype(np.float64)
-    cosine = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"validation {name} on CPU, {args.threads} threads, batch {args.batch} (+ flips), "
+          f"{args.rounds} alternating rounds:")
+    fast_faces, eager_faces = faces[:args.images], faces[:args.eager_images]
+    share = {"onnxruntime": len(fast_faces) // args.rounds, "oneflow": len(eager_faces) // args.rounds}
+    fast, fast_setup = _open(ckpt, "auto", args.batch, args.threads, faces[:2])
+    eager, eager_setup = _open(ckpt, "oneflow", args.batch, args.threads, faces[:2])
+    spent = {fast.engine: 0.0, eager.engine: 0.0}
+    outputs: dict[str, list[np.ndarray]] = {fast.engine: [], eager.engine: []}
+    for round_ in range(args.rounds):
+        for embedder, images in ((fast, fast_faces), (eager, eager_faces)):
+            size = share[embedder.engine]
+            start = time.perf_counter()
+            originals, _ = embedder.embed(images[round_ * size:(round_ + 1) * size])
+            spent[embedder.engine] += time.perf_counter() - start
+            outputs[embedder.engine].append(originals)
+    rates = {}
+    for embedder, setup in ((fast, fast_setup), (eager, eager_setup)):
+        count = share[embedder.engine]
+        per_image = spent[embedder.engine] / (count * args.rounds)
+        rates[embedder.engine] = args.lfw_images / (setup + args.lfw_images * per_image)
+        print(f"  {embedder.engine:11s} one-off {setup:6.1f} s, steady {1 / per_image:6.2f} images/s on "
+              f"{count * args.rounds} images -> {rates[embedder.engine]:6.2f} images/s over "
+              f"{args.lfw_images} images ({args.lfw_images / rates[embedder.engine] / 60:.0f} min)")
+    b = np.concatenate(outputs[eager.engine]).astype(np.float64)
+    same = np.concatenate(outputs[fast.engine])[:len(b)].astype(np.float64)  # both ran faces in order
+    cosine = np.sum(same * b, 1) / (np.linalg.norm(same, axis=1) * np.linalg.norm(b, axis=1))
     print(f"  min cosine onnxruntime vs OneFlow on {len(b)} images: {cosine.min():.6f}")
-    return fast / eager
+    return rates[fast.engine] / rates[eager.engine]
 
 
 def main() -> None:
@@ -111,9 +123,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=6000)
     parser.add_argument("--networks", default="mbf,r18,r50")
     parser.add_argument("--images", type=int, default=64, help="images timed on the CPU path (x2 with flips)")
-    parser.add_argument("--eager-images", type=int, default=8, help="images timed in OneFlow eager (x2 with flips)")
+    parser.add_argument("--eager-images", type=int, default=16, help="images timed in OneFlow eager (x2 with flips)")
     parser.add_argument("--lfw-images", type=int, default=12000, help="set size the one-off costs are spread over")
-    parser.add_argument("--batch", type=int, default=32, help="images per forward pass (x2 with flips)")
+    parser.add_argument("--batch", type=int, default=8, help="images per forward pass of both engines (x2 with flips)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (each: images / rounds)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of either engine")
     args = parser.parse_args()
     start = time.perf_counter()

@@ -143,6 +143,7 @@ def onnxruntime_forward(path: Path, threads: int | None = None) -> Forward:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads yield shared cores
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
