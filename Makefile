@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.faceflow-installed
 CORES ?= 8
 # two pytest workers, a test file each; the end-to-end run starts first (tests/conftest.py) and the other
-# tests use the cores it leaves idle (the suite without it: 433 s in sequence, 301 s on two workers)
+# tests use the cores it leaves idle
 TEST_WORKERS ?= 2
 export USER ?= $(shell id -un 2>/dev/null || echo faceflow)
 

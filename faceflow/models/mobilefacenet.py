@@ -11,7 +11,7 @@ Knobs: `blocks` (InsightFace `net_blocks`, default (1, 4, 6, 2); blocks[0] > 1 t
 residual stage `res_2`), `width_mult` (scales every channel count, rounded to a multiple of 8;
 1.0 is the standard network) and `stem_stride` (2 is the standard network; 4 makes `conv_2_dw` strided,
 so every later layer runs on a quarter of the pixels and the GDC kernel shrinks to the 4x4 map left
-of a 112x112 input: about 3x the training speed on CPU, for quick demo runs) and `trunk_scale`
+of a 112x112 input, for quick CPU demo runs) and `trunk_scale`
 (arcface_torch's `scale`: multiplies the channels between the bottlenecks, not their expansion widths nor
 conv_6sep; `conv_2_dw` then keeps its unscaled group count; arcface_torch's `mbf` is trunk_scale 2).
 `fc1` is a fix_gamma BatchNorm (weight fixed at 1).

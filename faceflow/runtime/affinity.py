@@ -3,8 +3,7 @@
 Several OneFlow processes on one node's CPUs each run a main thread, a VM thread and compute threads
 that wait by yielding; left to float, they preempt each other across every core. Pinning local rank r to
 the r-th equal slice of the cores this process may use (its affinity mask, which honours SLURM or
-cgroup CPU sets) keeps each process's threads together: about 1.2x the samples/s of the 2-process demo on
-2 cores (bench/affinity.py). CUDA runs are left alone (their CPU side is the input pipeline).
+cgroup CPU sets) keeps each process's threads together (bench/affinity.py measures the gain). CUDA runs are left alone (their CPU side is the input pipeline).
 """
 from __future__ import annotations
 

@@ -93,11 +93,12 @@ class RunPlan:
         return gres(self.gpu_resource)
 
     def set_arguments(self, train_data: str) -> list[str]:
-        """`--set KEY=VALUE` pairs for `faceflow train` (values in YAML flow syntax)."""
+        """`--set KEY=VALUE` pairs for `faceflow train` (values in YAML flow syntax), sorted by key so that
+        reordering a run entry's keys does not change the train job's parameters (and retrain)."""
         values = dict(self.overrides)
         values["train_data"] = train_data
         args: list[str] = []
-        for key, value in values.items():
+        for key, value in sorted(values.items()):
             args += ["--set", f"{key}={_flow_yaml(value)}"]
         return args
 

@@ -17,7 +17,7 @@ rule convert_train:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow convert rec $(dirname {input.rec}) {output} --parts {params.parts}"
+        "faceflow convert rec $(dirname {input.rec:q}) {output:q} --parts {params.parts}"
         " --shuffle --seed {params.seed} > {log} 2>&1"
 
 
@@ -31,4 +31,4 @@ rule convert_bin:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow convert bin {input} {output} > {log} 2>&1"
+        "faceflow convert bin {input:q} {output:q} > {log} 2>&1"

@@ -45,7 +45,7 @@ for _ds in datasets_from("url"):
         conda:
             "../envs/faceflow.yaml"
         shell:
-            "faceflow download {params.url:q} {params.out} {params.sha256} {params.caps:q} > {log} 2>&1"
+            "faceflow download {params.url:q} {params.out:q} {params.sha256} {params.caps:q} > {log:q} 2>&1"
 
 
 for _ds in datasets_from("path"):
@@ -62,9 +62,9 @@ for _ds in datasets_from("path"):
         conda:
             "../envs/faceflow.yaml"
         shell:
-            "for out in {output}; do"
-            ' test -f "{params.source}/$(basename $out)" || {{ echo "missing {params.source}/$(basename $out)"; exit 1; }};'
-            ' ln -sfn "{params.source}/$(basename $out)" "$out"; done > {log} 2>&1'
+            "for out in {output:q}; do"
+            " test -f {params.source:q}/$(basename $out) || {{ echo missing {params.source:q}/$(basename $out); exit 1; }};"
+            " ln -sfn {params.source:q}/$(basename $out) $out; done > {log:q} 2>&1"
 
 
 for _ds in datasets_from("ofrecord"):

@@ -32,5 +32,5 @@ rule train:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow train {params.base} {params.sets} --out {params.out} --restart-if-changed"
-        " --nproc-per-node {params.nproc} --master-port {params.port} > {log} 2>&1"
+        "faceflow train {params.base:q} {params.sets} --out {params.out:q} --restart-if-changed"
+        " --nproc-per-node {params.nproc} --master-port {params.port} > {log:q} 2>&1"
