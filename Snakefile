@@ -1,4 +1,4 @@
-# faceflow: face datasets -> OFRecord -> training runs -> per-checkpoint validation, export, report.
+# faceflow: face datasets -> OFRecord -> training runs -> per-checkpoint validation, export, IJB, report.
 # Run `snakemake --cores 8 all`; the config is validated against workflow/schemas/config.schema.yaml.
 
 
@@ -12,6 +12,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/import.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/ijb.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -19,6 +20,7 @@ localrules:
     all,
     validate,
     export,
+    ijb,
     report,
 
 
@@ -27,6 +29,7 @@ rule all:
     input:
         validation_results(),
         export_outputs(),
+        ijb_results(),
         report_outputs(),
 
 
@@ -38,6 +41,11 @@ rule validate:
 rule export:
     input:
         export_outputs(),
+
+
+rule ijb:
+    input:
+        ijb_results(),
 
 
 rule report:

@@ -25,6 +25,9 @@ CASES = [("model_parallel", "arcface", 1.0, CLASSES), ("model_parallel", "combin
          ("model_parallel", "softmax", 1.0, CLASSES), ("model_parallel", "sphereface", 1.0, CLASSES),
          ("partial_fc", "arcface", 1.0, CLASSES), ("partial_fc", "softmax", 1.0, CLASSES),
          ("partial_fc", "cosface", 0.3, MANY_CLASSES), ("data_parallel", "cosface", 1.0, CLASSES)]
+# the adaptive margins (running statistics of the global batch, norm-dependent margins) in every fc_mode
+CASES += [(fc_mode, loss, 1.0, CLASSES) for loss in ("adaface", "curricularface", "magface")
+          for fc_mode in ("data_parallel", "model_parallel", "partial_fc")]
 
 
 def case_name(case: tuple) -> str:
@@ -90,8 +93,10 @@ def run_case(fc_mode: str, loss: str, rate: float, data: dict[str, np.ndarray]) 
     else:
         sampled = np.arange(classes)
         class_grad = _numpy(head.weight.grad)[:classes]
+    running = {f"running_{name}": _numpy(buffer) for name, buffer in head.named_buffers()
+               if name.startswith("margins.")}  # the adaptive margins' statistics after the step
     return {"loss": np.array(float(_numpy(value))), "backbone_grad": _numpy(backbone.weight.grad),
-            "class_grad": class_grad, "sampled": sampled}
+            "class_grad": class_grad, "sampled": sampled, **running}
 
 
 GRAPH_LR = 0.1

@@ -44,6 +44,11 @@ def test_two_ranks_equal_single_process_full_fc(two_rank_results: dict, case: tu
     np.testing.assert_allclose(got["loss"], ref["loss"], **TOL)
     np.testing.assert_allclose(got["backbone_grad"], ref["backbone_grad"], **TOL)
     np.testing.assert_allclose(got["class_grad"], ref["class_grad"], **TOL)
+    running = sorted(key for key in ref if key.startswith("running_"))
+    assert sorted(key for key in got if key.startswith("running_")) == running
+    assert running or case[1] not in ("adaface", "curricularface")
+    for key in running:  # statistics of the global batch on every rank, as in one process
+        np.testing.assert_allclose(got[key], ref[key], **TOL)
 
 
 @pytest.mark.distributed

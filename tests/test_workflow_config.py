@@ -50,6 +50,19 @@ def test_shipped_config_is_valid() -> None:
     assert filled["validation"]["benchmarks"] == ["lfw", "cfp_fp", "agedb_30"]
 
 
+def test_commented_out_example_runs_plan_when_uncommented() -> None:
+    """config.yaml's commented demo_vit and demo_adaface entries are valid runs once uncommented."""
+    text = (REPO / "config" / "config.yaml").read_text()
+    start = text.index("  # demo_vit:\n")
+    block = text[start:text.index("  # A GPU run", start)]
+    config = yaml.safe_load(text)
+    config["runs"].update(yaml.safe_load("\n".join(line.replace("  # ", "  ", 1) for line in block.splitlines())))
+    plan = build_plan(validate_config(config, SCHEMA))
+    assert plan.runs["demo_vit"].train_config["network"] == "vit_t"
+    assert (plan.runs["demo_adaface"].train_config["loss"], plan.runs["demo_adaface"].train_config["graph"]) == \
+        ("adaface", False)
+
+
 @pytest.mark.parametrize(
     "mutate, key",
     [

@@ -5,9 +5,11 @@ embeddings of the given images computed, and optionally exported to ONNX.
 
     python torch_reference_nets.py SPEC.json [SPEC.json ...]
 
-SPEC: {"network": "r18"|"r34"|"r50"|"mbf", "embedding_size": E, "seed": S, "images": "x.npy" (N x 3 x 112 x 112
+SPEC: {"network": "r18"|"r34"|"r50"|"mbf"|"vit", "embedding_size": E, "seed": S, "images": "x.npy" (N x 3 x 112 x 112
 float32, already (x-127.5)/127.5), "pth": OUT.pth, "legacy": bool, "embeddings": OUT.npy,
-"onnx": [{"path": P, "mode": "fold"|"preserve"|"dynamo"}], "wrapped": bool}
+"onnx": [{"path": P, "mode": "fold"|"preserve"|"dynamo"}], "wrapped": bool}; a vit takes "width" and "depth".
+SPEC {"counts": OUT.json, "vit": {NAME: [width, depth], ...}, "embedding_size": E} instead writes the parameter
+count of each ViT, built on the meta device (no memory, no weights).
 """
 from __future__ import annotations
 
@@ -110,6 +112,77 @@ class MobileFaceNet(nn.Module):
         return self.features(self.conv_sep(x))
 
 
+class ViTAttention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        weights = ((q @ k.transpose(-2, -1)) * (c // self.heads) ** -0.5).softmax(dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class ViTMlp(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(width, 4 * width), nn.ReLU6(), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ViTBlock(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn, self.mlp = ViTAttention(width, heads), ViTMlp(width)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTPatches(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, width, 9, 9)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ViT(nn.Module):
+    """Eval-mode forward of arcface_torch's face ViT (patch 9 on 112, 8 heads, LayerNorm, feature head)."""
+
+    def __init__(self, embedding: int, width: int, depth: int, heads: int = 8) -> None:
+        super().__init__()
+        self.patch_embed = ViTPatches(width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 144, width))
+        self.blocks = nn.ModuleList([ViTBlock(width, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.feature = nn.Sequential(nn.Linear(144 * width, width, bias=False), nn.BatchNorm1d(width, eps=2e-5),
+                                     nn.Linear(width, embedding, bias=False), nn.BatchNorm1d(embedding, eps=2e-5))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+
+    def forward(self, x):
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.feature(self.norm(x).flatten(1))
+
+
+def write_counts(spec: dict) -> None:
+    counts = {}
+    with torch.device("meta"):
+        for name, (width, depth) in spec["vit"].items():
+            counts[name] = sum(p.numel() for p in ViT(spec["embedding_size"], width, depth).parameters())
+    json.dump(counts, open(spec["counts"], "w"))
+
+
 def randomise(model: nn.Module, seed: int) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -128,6 +201,9 @@ def randomise(model: nn.Module, seed: int) -> nn.Module:
             tensor.copy_(value)
         if isinstance(model, IResNet):
             model.features.weight.fill_(1.0)
+        elif isinstance(model, ViT):  # trained feature-BN gammas, some negative
+            gamma = model.feature[3].weight
+            gamma.mul_(torch.where(torch.arange(gamma.numel()) % 3 == 0, -1.0, 1.0))
         else:  # a trained GDC BatchNorm1d gamma, some negative
             gamma = model.features.layers[3].weight
             gamma.mul_(torch.where(torch.arange(gamma.numel()) % 3 == 0, -1.0, 1.0))
@@ -136,10 +212,17 @@ def randomise(model: nn.Module, seed: int) -> nn.Module:
 
 def main(spec_path: str) -> None:
     spec = json.load(open(spec_path))
+    if "counts" in spec:
+        write_counts(spec)
+        return
     torch.manual_seed(spec["seed"])
     network, embedding = spec["network"], spec["embedding_size"]
-    model = (MobileFaceNet(embedding, spec.get("blocks", (4, 6, 2)), spec.get("scale", 2)) if network == "mbf"
-             else IResNet(UNITS[network], embedding))
+    if network == "vit":
+        model = ViT(embedding, spec["width"], spec["depth"])
+    elif network == "mbf":
+        model = MobileFaceNet(embedding, spec.get("blocks", (4, 6, 2)), spec.get("scale", 2))
+    else:
+        model = IResNet(UNITS[network], embedding)
     randomise(model, spec["seed"])
     state = model.state_dict()
     payload = {"epoch": 3, "state_dict_backbone": state, "lr": 0.1} if spec.get("wrapped") else state

@@ -73,7 +73,7 @@ def _write_references(python: Path, specs: list[dict], images: np.ndarray, done:
     np.save(partial / "images.npy", images)
     paths = []
     for i, spec in enumerate(specs):
-        absolute = {k: str(partial / v) if k in ("pth", "embeddings") else v for k, v in spec.items()}
+        absolute = {k: str(partial / v) if k in ("pth", "embeddings", "counts") else v for k, v in spec.items()}
         absolute["images"] = str(partial / "images.npy")
         absolute["onnx"] = [{**o, "path": str(partial / o["path"])} for o in spec.get("onnx", [])]
         paths.append(partial / f"spec{i}.json")

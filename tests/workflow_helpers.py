@@ -47,9 +47,11 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def tiny_run_workflow(target: Path, steps: int = 12, checkpoint_every: int = 3, **run: object) -> Path:
+def tiny_run_workflow(target: Path, steps: int = 12, checkpoint_every: int = 3, ijb: dict | None = None,
+                      **run: object) -> Path:
     """A workflow copy with one tiny CPU run (`tiny`: narrow mbf, eager, batch 8) on a tiny synthetic set,
-    validated on lfw and exported to ONNX; `run` overrides keys of the run entry."""
+    validated on lfw and exported to ONNX; `run` overrides keys of the run entry. No IJB unless `ijb` (the
+    config's ijb section) is given: then synth draws the smallest IJB sets (4 identities)."""
     import yaml
 
     workdir = copy_workflow(target)
@@ -59,11 +61,13 @@ def tiny_run_workflow(target: Path, steps: int = 12, checkpoint_every: int = 3, 
         "loss": "softmax", "batch_size": 8, "max_steps": steps, "lr": 0.05, "checkpoint_every": checkpoint_every,
         "log_every": 1, "graph": False, "device": "cpu", "num_threads": 1}))
     config = {
-        "datasets": {"synthetic": {"synthetic": {"classes": 8, "per_class": 4, "pairs": 20, "seed": 0}}},
+        "datasets": {"synthetic": {"synthetic": {"classes": 8, "per_class": 4, "pairs": 20, "seed": 0,
+                                                 "ijb_identities": 4 if ijb else 0}}},
         "runs": {"tiny": {"dataset": "synthetic", "base": "config/tiny_base.yaml", "device": "cpu", "gpus": 1,
                           "threads": 1, **run}},
         "validation": {"benchmarks": ["lfw"], "batch_size": 20},
         "export": {"formats": ["onnx"], "checkpoint": "last"},
+        "ijb": ijb or {"targets": []},
     }
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir

@@ -1,8 +1,8 @@
 """Make the batch dimension of a traced ONNX face model symbolic and give its input/output stable names.
 
 oneflow-onnx writes the traced batch size into the input, the output, every value_info and the
-constant shape of the flatten Reshape; here the shapes become `batch` and that Reshape copies its
-leading dimension from its input (ONNX Reshape's 0), so consumers can feed any batch.
+constant shape of each Reshape; here the shapes become `batch` and those Reshapes infer their leading
+dimension (ONNX Reshape's -1, or 0, a copy of the input's, when -1 is taken), so consumers can feed any batch.
 """
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def _free_reshape_batch(graph: onnx.GraphProto, traced_batch: int) -> None:
         tensor = shapes[node.input[1]]
         shape = numpy_helper.to_array(tensor).copy()
         if shape.ndim == 1 and shape.size >= 1 and shape[0] == traced_batch:
-            shape[0] = 0
+            # -1 (inferred from the other dimensions) also holds where the input's first dimension is not the
+            # batch, e.g. a Linear on tokens reshaped from (batch * tokens) x C; 0 (copy) when -1 is taken
+            shape[0] = 0 if -1 in shape[1:] else -1
             tensor.CopyFrom(numpy_helper.from_array(shape.astype(np.int64), tensor.name))
 
 

@@ -6,10 +6,12 @@ both sides), `recognise` reads (network, network_kwargs) off a state dict, `embe
 embedding size is read. IResNet: `conv1 bn1 prelu layer{i}.{j}.{bn1,conv1,bn2,prelu,conv2,bn3}
 layer{i}.0.downsample.{0,1} bn2 fc features` (backbones/iresnet.py); MobileFaceNet: `layers.{0..7}`
 (ConvBlock / DepthWise / Residual `.layers.{k}`), `conv_sep`, `features.layers.{0,2,3}` (GDC), scale 2
-(backbones/mobilefacenet.py). Families registered later (ViT) add their layout to `LAYOUTS`.
+(backbones/mobilefacenet.py); ViT: faceflow's module names are arcface_torch's (backbones/vit.py), width and
+depth read off `pos_embed` and the `blocks.{i}` keys. A family registered later adds its layout to `LAYOUTS`.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -79,6 +81,35 @@ def _mbf_recognise(state: Mapping[str, np.ndarray]) -> tuple[str, dict[str, Any]
     return "mbf", kwargs
 
 
+VIT_NAMES = ("vit_t", "vit_s", "vit_b", "vit_l")
+_VIT_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _vit_defaults(name: str) -> tuple[int, int]:
+    """(width, depth) defaults of the ViT factory `name`."""
+    from faceflow.models import vit
+
+    parameters = inspect.signature(getattr(vit, name)).parameters
+    return parameters["width"].default, parameters["depth"].default
+
+
+def _vit_recognise(state: Mapping[str, np.ndarray]) -> tuple[str, dict[str, Any]] | None:
+    pos = state.get("pos_embed")
+    if pos is None or "patch_embed.proj.weight" not in state or np.ndim(pos) != 3:
+        return None
+    width = int(pos.shape[2])
+    depth = len({m.group(1) for m in map(_VIT_BLOCK.match, state) if m})
+    shapes = {name: _vit_defaults(name) for name in VIT_NAMES}
+    exact = next((name for name, shape in shapes.items() if shape == (width, depth)), None)
+    if exact:
+        return exact, {}
+    name = next((name for name, shape in shapes.items() if shape[0] == width), "vit_t")
+    default_width, default_depth = shapes[name]
+    kwargs = {key: value for key, value, default in (("width", width, default_width), ("depth", depth, default_depth))
+              if value != default}
+    return name, kwargs
+
+
 @dataclass(frozen=True)
 class TorchLayout:
     """How one faceflow family's state-dict keys are named in arcface_torch."""
@@ -93,13 +124,14 @@ class TorchLayout:
 LAYOUTS: dict[str, TorchLayout] = {
     **{name: TorchLayout(_iresnet_path, _iresnet_recognise, "fc.weight") for name in IRESNET_UNITS},
     "mbf": TorchLayout(_mbf_path, _mbf_recognise, "features.layers.2.weight", frozenset({"pre_fc1.bias"})),
+    **{name: TorchLayout(str, _vit_recognise, "feature.2.weight", bn_eps=2e-5) for name in VIT_NAMES},
 }
 
 
 def torch_key(layout: TorchLayout, faceflow_key: str) -> str:
     """The arcface_torch key of a faceflow state-dict key."""
     path, _, tensor = faceflow_key.rpartition(".")
-    return f"{layout.module_path(path)}.{tensor}"
+    return f"{layout.module_path(path)}.{tensor}" if path else tensor
 
 
 def recognise(state: Mapping[str, np.ndarray]) -> tuple[str, dict[str, Any]] | None:

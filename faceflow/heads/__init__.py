@@ -34,7 +34,11 @@ def build_head(config: Mapping[str, Any], placement: "flow.placement") -> "nn.Mo
         return spec.head(config, placement, margins)
     from faceflow.heads.margins import Margins
 
-    combined = None if margins is None else Margins(**margins)
+    return fc_head(config, placement, None if margins is None else Margins(**margins))
+
+
+def fc_head(config: Mapping[str, Any], placement: "flow.placement", margins: Any) -> "nn.Module":
+    """The class layer of the config's fc_mode with `margins` (Margins, an AdaptiveMargin, or None: softmax)."""
     num_classes = _positive_int(config, "num_classes")
     embedding_size = _positive_int(config, "embedding_size", 512)
     fc_mode = config.get("fc_mode", "data_parallel")
@@ -43,15 +47,15 @@ def build_head(config: Mapping[str, Any], placement: "flow.placement") -> "nn.Mo
     if fc_mode != "partial_fc":
         from faceflow.heads.fc import FullyConnectedHead
 
-        return FullyConnectedHead(num_classes, embedding_size, combined, placement,
+        return FullyConnectedHead(num_classes, embedding_size, margins, placement,
                                   model_parallel=fc_mode == "model_parallel")
     from faceflow.heads.partial_fc import PartialFC
 
     batch = config.get("batch_size")
     global_batch = _positive_int(config, "batch_size") * len(placement.ranks) if batch is not None else None
-    return PartialFC(num_classes, embedding_size, combined, placement, float(config.get("sample_rate", 1.0)),
+    return PartialFC(num_classes, embedding_size, margins, placement, float(config.get("sample_rate", 1.0)),
                      global_batch, fused_sampler=bool(config.get("partial_fc_fused_sampler", False)),
                      seed=int(config.get("seed", 0)))
 
 
-__all__ = ["FC_MODES", "build_head", "list_losses", "margin_values", "register_loss"]
+__all__ = ["FC_MODES", "build_head", "fc_head", "list_losses", "margin_values", "register_loss"]

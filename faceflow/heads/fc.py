@@ -13,7 +13,8 @@ from typing import Optional
 import numpy as np
 from faceflow.runtime.flow import flow, nn
 
-from faceflow.heads.margins import Margins, margin_logits, margin_target
+from faceflow.heads.adaptive import AdaptiveMargin
+from faceflow.heads.margins import COS_EPS, Margins, margin_logits, margin_target
 
 PAD_LOGIT = -1.0e30  # added to padding classes: exp() underflows to exactly 0, so they get no gradient
 INIT_STD = 0.01
@@ -78,15 +79,53 @@ def _row_max(logits: flow.Tensor, class_shards: int) -> flow.Tensor:
     return flow.amax(logits, dim=1)
 
 
+def _class_ids(weight: flow.Tensor) -> flow.Tensor:
+    """`[1, rows]` row numbers of a class table, laid out like its rows (split(1) for a split(0) table)."""
+    rows = weight.shape[0]
+    if not weight.is_global:
+        return flow.arange(rows, dtype=flow.int64, device=weight.device).unsqueeze(0)
+    ids = flow.arange(rows, dtype=flow.int64, placement=weight.placement, sbp=flow.sbp.broadcast)
+    return ids.to_global(sbp=weight.sbp).unsqueeze(0)
+
+
+def adaptive_margin_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: flow.Tensor,
+                         margin: AdaptiveMargin, logit_bias: Optional[flow.Tensor] = None,
+                         class_shards: int = 1) -> flow.Tensor:
+    """Mean softmax cross entropy of an adaptive margin's logits, plus its penalty (`heads/adaptive.py`).
+
+    The target logit is computed from the gathered target class rows and written into its column, so the
+    same code serves broadcast, split(1) (model parallel) and sampled (Partial FC) class tables.
+    """
+    norms = flow.sqrt((embeddings * embeddings).sum(dim=1))
+    x = embeddings / flow.clamp(norms, min=1e-12).unsqueeze(1)
+    w = nn.functional.normalize(weight, dim=1)
+    cos = flow.clamp(flow.matmul(x, w, transpose_b=True), -1.0 + COS_EPS, 1.0 - COS_EPS)
+    target_cos = flow.clamp((x * flow.index_select(w, 0, labels)).sum(dim=1), -1.0 + COS_EPS, 1.0 - COS_EPS)
+    target, others = margin(cos, target_cos, norms)
+    is_target = _class_ids(weight) == labels.to(flow.int64).unsqueeze(1)
+    logits = flow.where(is_target, target.unsqueeze(1).expand_as(others), others)
+    if logit_bias is not None:
+        logits = logits + logit_bias
+    row_max = _row_max(logits, class_shards)
+    log_sum_exp = flow.log(flow.exp(logits - row_max.unsqueeze(1)).sum(dim=1)) + row_max
+    loss = (log_sum_exp - target).mean()
+    penalty = margin.penalty(norms)
+    if penalty is not None:
+        loss = loss + penalty
+    return loss.to_global(sbp=flow.sbp.broadcast) if loss.is_global else loss
+
+
 def margin_softmax_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: flow.Tensor,
-                        bias: Optional[flow.Tensor], margins: Optional[Margins],
+                        bias: Optional[flow.Tensor], margins: "Optional[Margins | AdaptiveMargin]",
                         logit_bias: Optional[flow.Tensor] = None, class_shards: int = 1) -> flow.Tensor:
     """Mean softmax cross entropy of (margin) logits `embeddings @ weight.T` for integer `labels`.
 
-    `margins=None` is the plain softmax (FC with `bias`); otherwise cosine logits with the combined margin.
-    `logit_bias` (per class) masks padding classes; `class_shards` > 1 when the classes are split(1) over ranks.
-    A global result is broadcast.
+    `margins=None` is the plain softmax (FC with `bias`); otherwise cosine logits with the combined margin
+    or an adaptive one. `logit_bias` (per class) masks padding classes; `class_shards` > 1 when the classes
+    are split(1) over ranks. A global result is broadcast.
     """
+    if margins is not None and not isinstance(margins, Margins):  # in nn.Graph a module is seen through a proxy
+        return adaptive_margin_loss(embeddings, labels, weight, margins, logit_bias, class_shards)
     if margins is None:
         logits = flow.matmul(embeddings, weight, transpose_b=True) + bias
     else:
@@ -114,7 +153,7 @@ def margin_softmax_loss(embeddings: flow.Tensor, labels: flow.Tensor, weight: fl
 class FullyConnectedHead(nn.Module):
     """FC + margin softmax loss over all classes; `model_parallel` splits the class rows over ranks."""
 
-    def __init__(self, num_classes: int, embedding_size: int, margins: Optional[Margins],
+    def __init__(self, num_classes: int, embedding_size: int, margins: "Optional[Margins | AdaptiveMargin]",
                  placement: flow.placement, model_parallel: bool) -> None:
         super().__init__()
         self.num_classes = num_classes

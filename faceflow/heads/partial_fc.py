@@ -32,6 +32,7 @@ import numpy as np
 from faceflow.runtime.flow import flow, nn
 
 from faceflow.errors import FaceflowError
+from faceflow.heads.adaptive import AdaptiveMargin
 from faceflow.heads.class_sampler import FusedClassSampler, ScoreSampler
 from faceflow.heads.fc import (class_weight, fit_class_rows, gather_batch, margin_softmax_loss, padded_rows,
                                padding_logit_bias)
@@ -55,7 +56,7 @@ def samples_per_rank(num_local: int, sample_rate: float, global_batch: Optional[
 class PartialFC(nn.Module):
     """Partial FC head: forward(embeddings, labels) -> loss over the sampled classes (eager mode)."""
 
-    def __init__(self, num_classes: int, embedding_size: int, margins: Optional[Margins],
+    def __init__(self, num_classes: int, embedding_size: int, margins: "Optional[Margins | AdaptiveMargin]",
                  placement: flow.placement, sample_rate: float, global_batch: Optional[int] = None,
                  fused_sampler: bool = False, seed: int = 0) -> None:
         super().__init__()

@@ -4,7 +4,8 @@ A loss declares its margin parameters with their defaults (`margins={...}`, or N
 softmax) and strict lower bounds (`greater_than={...}`), all literals, so config checks read them from
 the source without importing the head modules (`faceflow.registry`). A loss whose forward is not the
 combined margin `s * (cos(m1*theta + m2) - m3)` of `heads/fc.py` passes `head=factory`, called as
-`factory(config, placement, margins) -> nn.Module`.
+`factory(config, placement, margins) -> nn.Module`; one whose running statistics nn.Graph would not carry
+from step to step declares `graph=False` (the run is then refused with graph: true).
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ HeadFactory = Callable[[Mapping[str, Any], Any, Optional[dict]], Any]
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered loss: margin defaults (None: no margins), strict lower bounds, and its head factory."""
+    """A registered loss: margin defaults (None: no margins), strict lower bounds, its head factory, and
+    whether it trains in nn.Graph."""
 
     name: str
     margins: Optional[dict[str, float]]
     greater_than: dict[str, float] = field(default_factory=dict)
     head: Optional[HeadFactory] = None
+    graph: bool = True
 
 
 LOSSES: Registry[LossSpec] = Registry("faceflow.heads", Path(__file__).parent, "register_loss",
@@ -37,9 +40,14 @@ LOSSES: Registry[LossSpec] = Registry("faceflow.heads", Path(__file__).parent, "
 
 
 def register_loss(name: str, margins: Optional[dict[str, float]], greater_than: Optional[dict[str, float]] = None,
-                  head: Optional[HeadFactory] = None) -> None:
+                  head: Optional[HeadFactory] = None, graph: bool = True) -> None:
     """Register loss `name` (a literal) with its margin defaults and bounds (literals too)."""
-    LOSSES.add(name, LossSpec(name, margins, dict(greater_than or {}), head))
+    LOSSES.add(name, LossSpec(name, margins, dict(greater_than or {}), head, graph))
+
+
+def trains_in_graph(loss: str) -> bool:
+    """Whether loss `loss` may run in nn.Graph (read from its declaration, nothing imported)."""
+    return LOSSES.declaration(loss).options.get("graph", True) is not False
 
 
 def list_losses() -> list[str]:

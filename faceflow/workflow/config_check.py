@@ -3,7 +3,8 @@
 The schema is `workflow/schemas/config.schema.yaml` completed at load with what has one source
 elsewhere: the run properties (the training-key table, `faceflow.train.keys`, with the registries'
 network and loss names), the `models:` entries' network, embedding size and format (the same table,
-`faceflow.export.model_files`) and the benchmark names (`faceflow.eval.benchmark_names`).
+`faceflow.export.model_files`), the benchmark names (`faceflow.eval.benchmark_names`) and the IJB targets
+(`faceflow.eval.ijb_layout`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import yaml
 
 from faceflow.errors import ConfigError
 from faceflow.eval.benchmark_names import BENCHMARKS, benchmark_pattern
+from faceflow.eval.ijb_layout import TARGETS as IJB_TARGETS
 from faceflow.export.model_files import IMPORT_FORMATS
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, json_property, numbers_from_strings, run_key_properties
 
@@ -90,7 +92,7 @@ def _fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) 
 
 
 def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Add the generated parts to the committed schema (in place): run-key properties, benchmark names."""
+    """Add the generated parts to the committed schema (in place): run-key properties, benchmark and IJB names."""
     run = schema["definitions"]["run"]["properties"]
     generated = run_key_properties()
     clash = sorted(set(run) & set(generated))
@@ -102,6 +104,7 @@ def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
         model[name] = {**json_property(KEY_BY_NAME[name]), "description": model[name]["description"]}
     model["format"]["enum"] = list(IMPORT_FORMATS)
     schema["definitions"]["benchmark"]["enum"] = list(BENCHMARKS)
+    schema["definitions"]["ijb_target"]["enum"] = list(IJB_TARGETS)
     schema["definitions"]["dataset"]["properties"]["benchmarks"]["default"] = list(BENCHMARKS)
     schema["properties"]["export"]["properties"]["checkpoint"]["pattern"] = f"^(last|best:({benchmark_pattern()}))$"
     return schema

@@ -15,7 +15,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from faceflow.errors import ConfigError
+from faceflow.data.synth_ijb import DEFAULT_IDENTITIES as SYNTH_IJB_IDENTITIES
+from faceflow.data.synth_ijb import IJB_DIR
+from faceflow.data.synth import check_arguments as check_synth_arguments
+from faceflow.errors import ConfigError, FaceflowError
+from faceflow.eval.ijb_layout import TARGETS as IJB_TARGETS
 from faceflow.export.model_files import model_format, model_inputs, mxnet_epoch
 from faceflow.train.config import load_config as load_training_config
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS
@@ -55,6 +59,24 @@ class DatasetPlan:
     def ready_made(self) -> bool:
         """True for OFRecord data used without conversion."""
         return self.source == "ofrecord"
+
+    @property
+    def ijb_identities(self) -> int:
+        """`faceflow synth --ijb-identities` of a synthetic dataset (synth's default unless set; 0 for others)."""
+        if self.source != "synthetic":
+            return 0
+        return int(self.settings["synthetic"].get("ijb_identities", SYNTH_IJB_IDENTITIES))
+
+    @property
+    def writes_ijb(self) -> bool:
+        """True for a synthetic dataset whose `faceflow synth` job also writes ijb/IJBC and ijb/IJBB."""
+        return self.source == "synthetic" and self.ijb_identities != 0
+
+    def ijb_files(self) -> dict[str, str]:
+        """Target -> path under the dataset folder of the IJB meta file (the pair list) its synth job writes."""
+        if not self.writes_ijb:
+            return {}
+        return {target: f"{IJB_DIR}/{target}/meta/{files.pairs}" for target, files in IJB_TARGETS.items()}
 
 
 @dataclass(frozen=True)
@@ -156,6 +178,17 @@ class ModelPlan:
 
 
 @dataclass(frozen=True)
+class IJBPlan:
+    """IJB evaluation of every run's and model's exported model: the targets, and where the benchmarks are:
+    a folder of the user's (`path`) or the ijb/ a synthetic dataset's `faceflow synth` job writes (`dataset`)."""
+
+    targets: tuple[str, ...] = ()
+    path: str | None = None
+    dataset: str | None = None
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
 class WorkflowPlan:
     """Datasets, runs, validation and export settings of one workflow config."""
 
@@ -167,10 +200,12 @@ class WorkflowPlan:
     export_checkpoint: str
     config: dict[str, Any] = field(repr=False, default_factory=dict)
     models: dict[str, ModelPlan] = field(default_factory=dict)
+    ijb: IJBPlan = field(default_factory=IJBPlan)
 
     def used_datasets(self) -> list[str]:
-        """Datasets a run trains on or a model is validated on (the only ones the workflow builds)."""
-        return sorted({entry.dataset for entry in (*self.runs.values(), *self.models.values())})
+        """Datasets a run trains on, a model is validated on or IJB reads (the only ones the workflow builds)."""
+        names = {entry.dataset for entry in (*self.runs.values(), *self.models.values())}
+        return sorted(names | ({self.ijb.dataset} if self.ijb.dataset and self.ijb.targets else set()))
 
     def evaluated(self) -> list[str]:
         """Names of everything validated, exported and reported: the runs, then the models."""
@@ -304,6 +339,44 @@ def _plan_model(name: str, entry: dict[str, Any], datasets: dict[str, Any], runs
     return ModelPlan(name, path, found, str(entry["network"]), entry.get("embedding_size"), dataset)
 
 
+def _check_synth_settings(name: str, settings: dict[str, Any]) -> None:
+    """`faceflow synth`'s own argument check, the error naming the config key (`--ijb-identities`: `ijb_identities`)."""
+    try:
+        check_synth_arguments(int(settings["classes"]), int(settings["per_class"]), int(settings["pairs"]),
+                              int(settings.get("ijb_identities", SYNTH_IJB_IDENTITIES)))
+    except FaceflowError as err:
+        option, message = str(err).split(": ", 1)
+        raise ConfigError(f"datasets.{name}.synthetic.{option.lstrip('-').replace('-', '_')}: {message}") from None
+
+
+def _plan_ijb(entry: dict[str, Any], datasets: dict[str, DatasetPlan]) -> IJBPlan:
+    """Targets and source of the IJB evaluation; the default source is the synthetic dataset writing IJB sets."""
+    targets, batch_size = tuple(entry["targets"]), int(entry["batch_size"])
+    if "path" in entry and "dataset" in entry:
+        raise ConfigError("ijb: give path (a folder of IJB benchmarks) or dataset (a synthetic one), not both")
+    if "path" in entry:
+        return IJBPlan(targets, str(entry["path"]), None, batch_size)
+    name = entry.get("dataset")
+    if name is None:
+        if not targets:
+            return IJBPlan((), None, None, batch_size)
+        writers = [plan.name for plan in datasets.values() if plan.writes_ijb]
+        if not writers:
+            raise ConfigError(f"ijb.path: required for targets {', '.join(targets)}: no synthetic dataset writes "
+                              "an IJB set (datasets.NAME.synthetic.ijb_identities is 0 or there is none)")
+        if len(writers) > 1:
+            raise ConfigError(f"ijb.dataset: required when several synthetic datasets write IJB sets "
+                              f"({', '.join(writers)}): whose ijb/ to evaluate on")
+        name = writers[0]
+    if name not in datasets:
+        raise ConfigError(f"ijb.dataset: unknown dataset {name!r} (datasets: {', '.join(datasets)})")
+    if not datasets[name].writes_ijb:
+        reason = ("its ijb_identities is 0" if datasets[name].source == "synthetic"
+                  else "only faceflow synth writes an IJB set; give ijb.path for a folder of yours")
+        raise ConfigError(f"ijb.dataset: {name} writes no IJB set ({reason})")
+    return IJBPlan(targets, None, name, batch_size)
+
+
 def build_plan(config: dict[str, Any]) -> WorkflowPlan:
     """The plan of a validated, default-filled workflow config; ConfigError naming the key on conflicts."""
     datasets_cfg, runs_cfg = config["datasets"], config["runs"]
@@ -329,6 +402,8 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
         num_classes, num_images = dataset_size(name, entry)
         if source == "ofrecord" and "parts" in entry:
             raise ConfigError(f"datasets.{name}.parts: an ofrecord dataset is trained on as it is (its own parts)")
+        if source == "synthetic":
+            _check_synth_settings(name, entry["synthetic"])
         datasets[name] = DatasetPlan(
             name=name,
             source=source,
@@ -356,6 +431,7 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
         export_checkpoint=str(export.get("checkpoint", "last")),
         config=config,
         models=models,
+        ijb=_plan_ijb(config["ijb"], datasets),
     )
     bench = plan.export_bench()
     if bench is not None and bench not in benchmarks:

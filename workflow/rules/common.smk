@@ -3,6 +3,7 @@
 import os
 import re
 
+from faceflow.data.synth_ijb import IJB_DIR as SYNTH_IJB_DIR
 from faceflow.eval.benchmark_names import benchmark_pattern
 from faceflow.workflow.session import load_plan
 
@@ -27,6 +28,7 @@ def name_pattern(names):
 
 TRAINED_RUNS = name_pattern(PLAN.runs)
 IMPORTED_MODELS = name_pattern(PLAN.models)
+IJB_TARGET_NAMES = name_pattern(PLAN.ijb.targets)
 
 
 def dataset_files(name):
@@ -34,6 +36,12 @@ def dataset_files(name):
     files = ["train.rec", "train.idx", "property"]
     files += [f"{bench}.bin" for bench in PLAN.datasets[name].benchmarks]
     return [f"resources/datasets/{name}/{file}" for file in files]
+
+
+def synth_files(name):
+    """Files of resources/datasets/NAME/ a synthetic dataset's `faceflow synth` job writes (with ijb/ meta files)."""
+    ijb = PLAN.datasets[name].ijb_files().values()
+    return dataset_files(name) + [f"resources/datasets/{name}/{file}" for file in ijb]
 
 
 def ofrecord_dirs(name):
@@ -118,6 +126,26 @@ def export_inputs(wildcards):
 def manifests():
     """The train.json of every run and model (a model's is written by its import job)."""
     return expand("results/runs/{run}/train.json", run=PLAN.evaluated())
+
+
+def ijb_results():
+    """results/runs/{run}/ijb/{target}.json for every run and model and IJB target (none without targets)."""
+    return expand("results/runs/{run}/ijb/{target}.json", run=PLAN.evaluated(), target=PLAN.ijb.targets)
+
+
+def ijb_dir():
+    """The folder `faceflow ijb` reads: ijb.path, or the ijb/ that the synthetic dataset's synth job writes."""
+    return PLAN.ijb.path or f"resources/datasets/{PLAN.ijb.dataset}/{SYNTH_IJB_DIR}"
+
+
+def ijb_inputs(wildcards):
+    """Inputs of a run's IJB job: its export record (export_model's choice of checkpoint) and, for the
+    synthetic set, the target's meta file its synth job writes."""
+    inputs = {"export": f"results/runs/{wildcards.run}/export/export.json"}
+    if PLAN.ijb.dataset is not None:
+        file = PLAN.datasets[PLAN.ijb.dataset].ijb_files()[wildcards.target]
+        inputs["meta"] = f"resources/datasets/{PLAN.ijb.dataset}/{file}"
+    return inputs
 
 
 def report_outputs():

@@ -1,5 +1,6 @@
 # resources/datasets/{dataset}/: train.rec, train.idx, property and the benchmark .bin files.
-# One rule per dataset in use, by source: drawn by `faceflow synth`, fetched by `faceflow download`
+# One rule per dataset in use, by source: drawn by `faceflow synth` (which also writes the IJB-style ijb/IJBC
+# and ijb/IJBB unless the dataset's ijb_identities is 0), fetched by `faceflow download`
 # (http/https/file URL, resumable, sha256-checked, unpacked), or linked from a local directory.
 # A ready-made OFRecord dataset (`ofrecord: {url | path}`) gets train/ and one folder per benchmark instead,
 # which training and validation read as they are (no convert rules run for it).
@@ -11,12 +12,13 @@ for _ds in datasets_from("synthetic"):
         name:
             f"synth_{_ds.name}"
         output:
-            dataset_files(_ds.name),
+            synth_files(_ds.name),
         params:
             classes=_ds.settings["synthetic"]["classes"],
             per_class=_ds.settings["synthetic"]["per_class"],
             pairs=_ds.settings["synthetic"]["pairs"],
             seed=_ds.settings["synthetic"]["seed"],
+            ijb_identities=_ds.ijb_identities,
             out=lambda wildcards, output: os.path.dirname(output[0]),
         log:
             f"results/logs/datasets/{_ds.name}.log",
@@ -25,7 +27,8 @@ for _ds in datasets_from("synthetic"):
             "../envs/faceflow.yaml"
         shell:
             "faceflow synth {params.out} --classes {params.classes} --per-class {params.per_class}"
-            " --pairs {params.pairs} --seed {params.seed} --workers {threads} > {log} 2>&1"
+            " --pairs {params.pairs} --seed {params.seed} --ijb-identities {params.ijb_identities}"
+            " --workers {threads} > {log} 2>&1"
 
 
 for _ds in datasets_from("url"):

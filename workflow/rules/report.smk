@@ -1,5 +1,6 @@
 # results/report/{accuracy.csv, report.md, report.html} from every validation result, loss curve
-# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists) and export parity record.
+# (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists), export parity record and
+# IJB result (results/runs/{run}/ijb/{target}.json: a TAR@FAR table per run and one ROC plot of all runs).
 # --tensorboard also writes each run's per-checkpoint validation as TensorBoard events in
 # results/runs/{run}/tensorboard/checkpoints/ (rewritten whole each time, so a rerun never doubles a
 # point; runs with tensorboard: false are left out).
@@ -10,6 +11,7 @@ rule make_report:
         validation=validation_results(),
         manifests=manifests(),
         exports=expand("results/runs/{run}/export/export.json", run=PLAN.evaluated()),
+        ijb=ijb_results(),
     output:
         csv="results/report/accuracy.csv",
         md="results/report/report.md",

@@ -1,0 +1,70 @@
+"""Margins that depend on the sample or on running statistics (AdaFace, CurricularFace, MagFace).
+
+An `AdaptiveMargin` maps the clamped cosines `[B, C]`, each row's target cosine `[B]` and the embeddings'
+norms `[B]` to (target logit `[B]`, logits of every class `[B, C]`); the FC heads (`heads/fc.py`) put the
+target logit into its column, so one margin works in data_parallel, model_parallel and partial_fc.
+Running statistics are module buffers (saved with the head's checkpoint, continued on resume); they are
+updated in training only, from the global batch: the inputs are global tensors, so a batch mean on split(0)
+rows is reduced over all ranks. nn.Graph does not write such updates back, so these losses register with
+`graph=False` (heads/registry.py).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from faceflow.runtime.flow import flow, nn
+
+from faceflow.errors import ConfigError
+
+
+def _broadcast(value: flow.Tensor) -> flow.Tensor:
+    """A global scalar as a broadcast `[1]` tensor (a mean over split(0) rows comes out partial_sum)."""
+    value = value.reshape(1)
+    return value.to_global(sbp=flow.sbp.broadcast) if value.is_global else value
+
+
+def batch_mean_std(values: flow.Tensor) -> tuple[flow.Tensor, flow.Tensor]:
+    """Mean and unbiased standard deviation of a global `[B]` tensor over the whole batch (all ranks)."""
+    mean = _broadcast(values.mean())
+    centred = values - mean
+    count = max(int(values.shape[0]) - 1, 1)
+    return mean, _broadcast(flow.sqrt((centred * centred).sum() / count))
+
+
+def scalar_margin(margins: dict[str, float], key: str, low: float, high: float) -> float:
+    """margins[key], checked to lie in [low, high] (ConfigError naming `margins.KEY`)."""
+    value = float(margins[key])
+    if not low <= value <= high:
+        raise ConfigError(f"margins.{key}: must be in [{low:g}, {high:g}], got {value:g}")
+    return value
+
+
+class AdaptiveMargin(nn.Module):
+    """Base of the adaptive margins: running statistics as `[1]` buffers on the head's placement."""
+
+    def __init__(self, scale: float, placement: flow.placement) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.placement = placement
+
+    def running(self, name: str, initial: float) -> None:
+        """Register the running statistic `name` (a broadcast `[1]` buffer starting at `initial`)."""
+        self.register_buffer(name, flow.full((1,), float(initial), placement=self.placement,
+                                             sbp=flow.sbp.broadcast))
+
+    def update(self, name: str, batch_value: flow.Tensor, alpha: float) -> flow.Tensor:
+        """In training, running <- alpha * batch_value + (1 - alpha) * running; returns the running value."""
+        running = getattr(self, name)
+        if self.training:
+            with flow.no_grad():
+                running.mul_(1.0 - alpha).add_(_broadcast(batch_value.detach()) * alpha)
+        return running
+
+    def forward(self, cos: flow.Tensor, target_cos: flow.Tensor,
+                norms: flow.Tensor) -> tuple[flow.Tensor, flow.Tensor]:
+        """(target logits [B], logits of every class [B, C]) for clamped cosines and embedding norms."""
+        raise NotImplementedError
+
+    def penalty(self, norms: flow.Tensor) -> Optional[flow.Tensor]:
+        """A term added to the loss (MagFace's norm regulariser), or None."""
+        return None
