@@ -27,5 +27,5 @@ rule validate_checkpoint:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} faceflow validate {params.checkpoint} {params.args}"
-        " --batch-size {params.batch_size} --out-dir {params.out_dir} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} faceflow validate {params.checkpoint:q} {params.args}"
+        " --batch-size {params.batch_size} --out-dir {params.out_dir:q} > {log:q} 2>&1"
