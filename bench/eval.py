@@ -1,12 +1,18 @@
-"""Evaluation benchmark: verification protocol (vectorised vs plain loop), flip-embedding throughput
-(mbf, r18 on CPU) and onnxruntime vs OneFlow inference throughput. Ratios are printed last.
+"""Evaluation benchmark: verification protocol (vectorised vs plain loop) and CPU validation throughput of
+the `auto` engine (onnxruntime on the checkpoint's once-exported ONNX graph) against OneFlow eager, for mbf,
+r18 and r50. Ratios are printed last.
 
-    .venv/bin/python bench/eval.py [--pairs 6000] [--images 32] [--networks mbf,r18]
+Throughput counts images of the benchmark, each embedded with its flip (two forward images). Each engine's
+one-off cost (model load; for the CPU path also the ONNX export and its parity check; one warm-up batch) is
+measured and spread over an LFW-sized set (--lfw-images 12000); the per-image time is measured on a subset
+(--images, and fewer --eager-images for OneFlow, which is slow), the engines alternating in --rounds
+rounds so that a change of machine load hits both, and multiplied out to the full set.
+
+    .venv/bin/python bench/eval.py [--pairs 6000] [--networks mbf,r18,r50] [--images 64] [--eager-images 16] [--batch 8] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from faceflow.runtime.flow import flow
 
-from faceflow.eval.embedding import embed, normalize_batch
+from faceflow.checkpoint import write_checkpoint
+from faceflow.eval.engine import open_embedder
 from faceflow.eval.verification import evaluate_embeddings
 from faceflow.eval.verification_reference import evaluate_embeddings_reference
 from faceflow.export.parity import drawn_faces
@@ -59,64 +66,76 @@ def bench_protocol(pairs: int) -> float:
     return loop_s / fast_s
 
 
-def bench_embedding(name: str, images: np.ndarray, batch: int) -> tuple[flow.nn.Module, float]:
-    """Images per second through `embed` (each image and its flip) for backbone `name` on CPU."""
+def _checkpoint(name: str, root: Path) -> Path:
+    """A seeded, randomly initialised 512-d checkpoint of backbone `name` (throughput does not depend on weights)."""
     flow.manual_seed(0)
-    model = build_backbone(name, embedding_size=512).eval()
-    embed(model, images[:4], batch_size=4)  # warm-up (kernel selection, allocator)
-    seconds, _ = _best_of(lambda: embed(model, images, batch_size=batch), 1)
-    rate = len(images) / seconds
-    print(f"embed {name}: {len(images)} images + flips in {seconds:.2f} s = {rate:.1f} images/s "
-          f"({2 * rate:.1f} forward images/s)")
-    return model, rate
+    model = build_backbone(name, embedding_size=512)
+    return write_checkpoint(root / name, 1, {"network": name, "embedding_size": 512}, {"epoch": 0},
+                            lambda d: flow.save(model.state_dict(), str(d / "backbone")))
 
 
-def export_model(model: flow.nn.Module, path: Path, faces: np.ndarray) -> Path:
-    """Export through faceflow.export.onnx_export (whose parity check, when it has one, uses `faces`, NHWC)."""
-    from faceflow.export.onnx_export import export_onnx
-
-    if "images" in inspect.signature(export_onnx).parameters:
-        export_onnx(model, path, images=faces[:4])
-    else:
-        export_onnx(model, path)
-    return path
+def _open(ckpt: Path, engine: str, batch: int, threads: int, warm: np.ndarray):
+    """An embedder and its one-off cost in seconds: open (model load; for the CPU path the ONNX export and its
+    parity check) and one warm-up batch."""
+    start = time.perf_counter()
+    embedder = open_embedder(ckpt, device="cpu", batch_size=batch, threads=threads, engine=engine, log=lambda _: None)
+    embedder.embed(warm)
+    return embedder, time.perf_counter() - start
 
 
-def bench_onnx(name: str, model: flow.nn.Module, images: np.ndarray, work: Path) -> float:
-    """onnxruntime / OneFlow forward throughput on the same normalised batch; returns the ratio."""
-    import onnxruntime as ort
-
-    from faceflow.export.onnx_export import INPUT_NAME
-
-    path = export_model(model, work / f"{name}.onnx", images.transpose(0, 2, 3, 1))
-    batch = normalize_batch(images)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    session.run(None, {INPUT_NAME: batch[:4]})
-    ort_s, (ort_out,) = _best_of(lambda: session.run(None, {INPUT_NAME: batch}), 2)
-    with flow.no_grad():
-        model(flow.tensor(batch[:4]))
-        of_s, of_out = _best_of(lambda: model(flow.tensor(batch)).numpy(), 2)
-    cos = np.sum(ort_out * of_out, 1) / (np.linalg.norm(ort_out, axis=1) * np.linalg.norm(of_out, axis=1))
-    print(f"inference {name} batch {len(batch)}: onnxruntime {len(batch) / ort_s:.1f} images/s, "
-          f"OneFlow {len(batch) / of_s:.1f} images/s, min cosine {cos.min():.6f}")
-    return of_s / ort_s
+def bench_validation(name: str, faces: np.ndarray, args: argparse.Namespace, work: Path) -> float:
+    """Validation throughput of the CPU path (engine auto: onnxruntime on the cached export) against OneFlow
+    eager for backbone `name`, each amortised over `--lfw-images`; returns the ratio. The two engines are timed
+    in alternating rounds, so a machine whose load changes slows both alike."""
+    ckpt = _checkpoint(name, work)
+    print(f"validation {name} on CPU, {args.threads} threads, batch {args.batch} (+ flips), "
+          f"{args.rounds} alternating rounds:")
+    fast_faces, eager_faces = faces[:args.images], faces[:args.eager_images]
+    share = {"onnxruntime": len(fast_faces) // args.rounds, "oneflow": len(eager_faces) // args.rounds}
+    fast, fast_setup = _open(ckpt, "auto", args.batch, args.threads, faces[:2])
+    eager, eager_setup = _open(ckpt, "oneflow", args.batch, args.threads, faces[:2])
+    spent = {fast.engine: 0.0, eager.engine: 0.0}
+    outputs: dict[str, list[np.ndarray]] = {fast.engine: [], eager.engine: []}
+    for round_ in range(args.rounds):
+        for embedder, images in ((fast, fast_faces), (eager, eager_faces)):
+            size = share[embedder.engine]
+            start = time.perf_counter()
+            originals, _ = embedder.embed(images[round_ * size:(round_ + 1) * size])
+            spent[embedder.engine] += time.perf_counter() - start
+            outputs[embedder.engine].append(originals)
+    rates = {}
+    for embedder, setup in ((fast, fast_setup), (eager, eager_setup)):
+        count = share[embedder.engine]
+        per_image = spent[embedder.engine] / (count * args.rounds)
+        rates[embedder.engine] = args.lfw_images / (setup + args.lfw_images * per_image)
+        print(f"  {embedder.engine:11s} one-off {setup:6.1f} s, steady {1 / per_image:6.2f} images/s on "
+              f"{count * args.rounds} images -> {rates[embedder.engine]:6.2f} images/s over "
+              f"{args.lfw_images} images ({args.lfw_images / rates[embedder.engine] / 60:.0f} min)")
+    b = np.concatenate(outputs[eager.engine]).astype(np.float64)
+    same = np.concatenate(outputs[fast.engine])[:len(b)].astype(np.float64)  # both ran faces in order
+    cosine = np.sum(same * b, 1) / (np.linalg.norm(same, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"  min cosine onnxruntime vs OneFlow on {len(b)} images: {cosine.min():.6f}")
+    return rates[fast.engine] / rates[eager.engine]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6000)
-    parser.add_argument("--images", type=int, default=16, help="images embedded per network (x2 with flips)")
-    parser.add_argument("--networks", default="mbf,r18")
+    parser.add_argument("--networks", default="mbf,r18,r50")
+    parser.add_argument("--images", type=int, default=64, help="images timed on the CPU path (x2 with flips)")
+    parser.add_argument("--eager-images", type=int, default=16, help="images timed in OneFlow eager (x2 with flips)")
+    parser.add_argument("--lfw-images", type=int, default=12000, help="set size the one-off costs are spread over")
+    parser.add_argument("--batch", type=int, default=8, help="images per forward pass of both engines (x2 with flips)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (each: images / rounds)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of either engine")
     args = parser.parse_args()
     start = time.perf_counter()
     ratios = {"protocol vectorised / plain loop (speed-up)": bench_protocol(args.pairs)}
-    images = drawn_faces(args.images).transpose(0, 3, 1, 2).copy()
+    faces = drawn_faces(max(args.images, args.eager_images)).transpose(0, 3, 1, 2).copy()
     with tempfile.TemporaryDirectory(prefix="faceflow-bench-eval-") as work:
         for name in args.networks.split(","):
-            model, _ = bench_embedding(name, images, batch=min(32, args.images))
-            ratios[f"onnxruntime / OneFlow inference throughput ({name})"] = bench_onnx(name, model, images, Path(work))
+            ratios[f"CPU validation, auto engine / OneFlow eager, amortised over {args.lfw_images} images ({name})"] = (
+                bench_validation(name, faces, args, Path(work)))
     print(f"total bench time {time.perf_counter() - start:.0f} s")
     for label, ratio in ratios.items():
         print(f"RATIO {label}: {ratio:.1f}x")

@@ -35,7 +35,7 @@ def test_dry_run_builds_the_dag(workdir: Path) -> None:
     counts = job_counts(result.stdout)
     checkpoints = sum(len(run.checkpoint_steps) for run in plan.runs.values())
     assert counts["train"] == len(plan.runs) == 2
-    assert counts["validate_checkpoint"] == checkpoints * len(plan.benchmarks)
+    assert counts["validate_checkpoint"] == checkpoints  # one job per checkpoint covers every benchmark
     assert counts["export_model"] == 2 and counts["make_report"] == 1
     assert counts["convert_bin"] == 3 and counts["convert_train"] == 1 and counts["synth_synthetic"] == 1
     assert "faceflow train demo" in result.stdout and "--nproc-per-node 2" in result.stdout
@@ -43,6 +43,46 @@ def test_dry_run_builds_the_dag(workdir: Path) -> None:
     train_outputs = set(re.findall(r"rule train:\n(?:    .*\n)*?    output: (.*)\n", result.stdout))
     assert train_outputs == {f"results/runs/{run}/train.json" for run in plan.runs}
     assert result.stdout.count("--restart-if-changed") == len(plan.runs)
+    benches = " ".join(f"--bench {bench}=results/ofrecord/synthetic/val/{bench}" for bench in plan.benchmarks)
+    assert result.stdout.count(f"{benches} --device cpu --engine auto --threads 2") == checkpoints
+
+
+def test_cuda_run_validation_asks_for_one_gpu(tmp_path: Path) -> None:
+    """A CUDA run's validation job requests gpu=1 and passes it to SLURM as the train job does; CPU runs' none."""
+    workdir = copy_workflow(tmp_path / "wf")
+    base = workdir / "base.yaml"
+    base.write_text(yaml.safe_dump({"network": "r18", "batch_size": 8, "max_steps": 4, "checkpoint_every": 2}))
+    config = {
+        "datasets": {"synthetic": {"synthetic": {"classes": 8, "per_class": 4, "pairs": 20, "seed": 0}}},
+        "runs": {"big": {"dataset": "synthetic", "base": str(base), "device": "cuda", "gpus": 4},
+                 "small": {"dataset": "synthetic", "base": str(base), "device": "cpu", "gpus": 1}},
+        "validation": {"benchmarks": ["lfw", "cfp_fp"]},
+        "export": {},
+    }
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    plan = _plan_of(config)
+    job = plan.validation_job("big")
+    assert (job.device, job.gpus) == ("cuda", 1)
+    assert job.resources("snakemake7")["slurm_extra"] == "--gres=gpu:1"
+    assert plan.runs["big"].resources("snakemake7")["slurm_extra"] == "--gres=gpu:4"
+    nine = job.resources("slurm-plugin")
+    assert nine["gpu"] == 1 and nine["slurm_extra"] is None  # Snakemake 9's SLURM executor refuses --gres there
+    small = plan.validation_job("small")
+    assert (small.device, small.engine, small.gpus, small.resources("snakemake7")["slurm_extra"]) == \
+        ("cpu", "auto", 0, None)
+    result = snakemake(workdir, "-n", "-p", "validate")
+    assert result.returncode == 0, result.stdout
+    assert job_counts(result.stdout)["validate_checkpoint"] == 4
+    jobs = [block for block in re.split(r"\n(?=\[\w{3} \w{3} )", result.stdout) if "rule validate_checkpoint:" in block]
+    big = [block for block in jobs if "wildcards: run=big" in block]
+    small_jobs = [block for block in jobs if "wildcards: run=small" in block]
+    assert len(big) == len(small_jobs) == 2
+    for block in big:
+        assert "gpu=1" in block and "slurm_extra=--gres=gpu:1" in block, block
+        assert "--device cuda --engine auto" in block
+        assert "output: " in block and "/lfw.json" in block and "/cfp_fp.json" in block
+    for block in small_jobs:
+        assert "gpu=0" in block and "--device cpu --engine auto" in block, block
 
 
 def test_lint_is_clean(workdir: Path) -> None:

@@ -102,7 +102,7 @@ def test_documented_rerun_of_validation_touches_nothing_upstream(finished) -> No
     assert result.returncode == 0, result.stdout
     counts = job_counts(result.stdout)
     checkpoints = sum(len(r.checkpoint_steps) for r in plan.runs.values())
-    assert counts.pop("validate_checkpoint") == checkpoints * len(plan.benchmarks)
+    assert counts.pop("validate_checkpoint") == checkpoints  # one job per checkpoint, all its benchmarks
     assert counts == {"make_report": 1, "validate": 1, "report": 1}
 
 

@@ -6,13 +6,11 @@ loose_crop/ and meta/ (or IJBC/ and IJBB/ folders that do).
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
-from typing import Any, Iterator
 
-import numpy as np
-
+from faceflow.cli.engine_args import add_engine_arguments, gpu_lease
 from faceflow.errors import FaceflowError
+from faceflow.eval.engine import open_embedder
 from faceflow.eval.ijb import evaluate_ijb, summary_lines, write_result
 from faceflow.eval.ijb_features import Embed
 from faceflow.eval.ijb_names import TARGETS
@@ -28,44 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="crops per forward pass, flips run separately (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads decoding and aligning crops (default %(default)s)")
+    add_engine_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
-
-
-@contextlib.contextmanager
-def _open_model(model: Path, batch_size: int) -> Iterator[tuple[Embed, dict[str, Any]]]:
-    """Temporary until `faceflow.eval.engine.open_embedder` is in main: an ONNX file in onnxruntime (CPU), a
-    checkpoint in OneFlow on CPU; yields the embedding function and a description of the model."""
-    if model.suffix.lower() == ".onnx":
-        if not model.is_file():
-            raise FaceflowError(f"{model}: no such ONNX file")
-        import onnxruntime as ort
-
-        try:
-            session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime's errors are not a stable type
-            raise FaceflowError(f"{model}: onnxruntime cannot load the model: {err}".splitlines()[0]) from None
-        name = session.get_inputs()[0].name
-
-        def run_onnx(batch: np.ndarray) -> np.ndarray:
-            return np.concatenate([session.run(None, {name: batch[i:i + batch_size]})[0]
-                                   for i in range(0, len(batch), batch_size)])
-
-        yield run_onnx, {"path": str(model), "format": "onnx"}
-        return
-    from faceflow.checkpoint import load_backbone, read_checkpoint_meta
-    from faceflow.runtime.flow import flow
-
-    read_checkpoint_meta(model)
-    network, config, step = load_backbone(model, device="cpu")
-    network.eval()
-
-    def run_checkpoint(batch: np.ndarray) -> np.ndarray:
-        with flow.no_grad():
-            return np.concatenate([network(flow.tensor(batch[i:i + batch_size])).numpy()
-                                   for i in range(0, len(batch), batch_size)])
-
-    yield run_checkpoint, {"path": str(model), "format": "checkpoint", "network": config.get("network"), "step": step}
 
 
 def main(argv: list[str]) -> int:
@@ -75,9 +38,11 @@ def main(argv: list[str]) -> int:
         raise FaceflowError(f"--batch-size: must be positive, got {args.batch_size}")
     if args.threads < 1:
         raise FaceflowError(f"--threads: must be positive, got {args.threads}")
-    with _open_model(Path(args.model), args.batch_size) as (embed, model):
-        result = evaluate_ijb(args.ijb_dir, args.target, embed, args.batch_size, args.threads,
-                              progress=not args.quiet, model=model)
+    model = Path(args.model)
+    with gpu_lease(model, args.device, args.engine):
+        embedder = open_embedder(model, args.device, args.batch_size, onnx_cache=args.onnx_cache, engine=args.engine)
+        result = evaluate_ijb(args.ijb_dir, args.target, embedder, args.batch_size, args.threads,
+                              progress=not args.quiet, model=embedder.model)
     for line in summary_lines(result):
         print(line)
     if args.out is not None:

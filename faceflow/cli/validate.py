@@ -1,7 +1,9 @@
-"""`faceflow validate CHECKPOINT --bench NAME=PATH ...`: verification accuracy of a checkpoint.
+"""`faceflow validate MODEL --bench NAME=PATH ...`: verification accuracy of a checkpoint (or .onnx file).
 
-Writes one JSON object per benchmark: `--out FILE.json` (an object for one benchmark, a list for
-several) and/or `--out-dir DIR` (DIR/{bench}.json each), always atomically.
+All benchmarks are scored in one call with one engine (`faceflow.eval.engine`): OneFlow eager on CUDA,
+onnxruntime on the checkpoint's cached ONNX export on CPU. Writes one JSON object per benchmark:
+`--out FILE.json` (an object for one benchmark, a list for several) and/or `--out-dir DIR` (DIR/{bench}.json
+each), always atomically.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from faceflow.cli.engine_args import add_engine_arguments, gpu_lease
 from faceflow.errors import FaceflowError
-from faceflow.runtime.gpus import claim_gpus
 
 
 def parse_bench(spec: str) -> tuple[str, Path]:
@@ -24,11 +26,13 @@ def parse_bench(spec: str) -> tuple[str, Path]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceflow validate", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="checkpoint directory (…/checkpoints/step_NNNNNN)")
+    parser.add_argument("checkpoint", metavar="MODEL",
+                        help="checkpoint directory (…/checkpoints/step_NNNNNN) or exported .onnx file")
     parser.add_argument("--bench", action="append", required=True, metavar="NAME=PATH",
                         help="benchmark name and its .bin file or converted OFRecord directory (repeatable)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (x2 with flips)")
-    parser.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    add_engine_arguments(parser)
+    parser.add_argument("--threads", type=int, help="CPU threads of the engine (default: the engine's own)")
     parser.add_argument("--out", type=Path, help="JSON file: an object (one benchmark) or a list")
     parser.add_argument("--out-dir", type=Path, help="directory receiving one {bench}.json per benchmark")
     return parser
@@ -76,30 +80,20 @@ def main(argv: list[str]) -> int:
         if not path.exists():
             raise FaceflowError(f"{path}: no such benchmark file or OFRecord directory (--bench {name})")
 
-    lease = claim_gpus(args.device, 1)  # before OneFlow loads: it binds the GPUs CUDA lets it see
-    try:
+    with gpu_lease(Path(args.checkpoint), args.device, args.engine):
         _validate(args, benches, names)
-    finally:
-        if lease is not None:
-            lease.release()
     return 0
 
 
 def _validate(args: argparse.Namespace, benches: list[tuple[str, Path]], names: list[str]) -> None:
-    """Load the backbone on the chosen device, score every benchmark, write the JSON records."""
-    from faceflow.checkpoint import load_backbone, read_checkpoint_meta
-    from faceflow.eval.benchmarks import validate_model
-    from faceflow.runtime.device import resolve_device
+    """Open the model on the chosen engine and device, score every benchmark, write the JSON records."""
+    from faceflow.eval.benchmarks import validate_with
+    from faceflow.eval.engine import open_embedder
 
     checkpoint = Path(args.checkpoint)
-    read_checkpoint_meta(checkpoint)
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as err:
-        raise FaceflowError(f"--device: {err}") from None
-    model, config, step = load_backbone(checkpoint, device=device)
-    results = validate_model(model, dict(benches), args.batch_size, step, log=print)
-    records = [result_record(name, checkpoint, step, str(config.get("network")), results[name]) for name in names]
+    embedder = open_embedder(checkpoint, args.device, args.batch_size, args.threads, args.onnx_cache, args.engine)
+    results = validate_with(embedder.embed, dict(benches), embedder.step, log=print)
+    records = [result_record(name, checkpoint, embedder.step, embedder.network, results[name]) for name in names]
     if args.out is not None:
         _write_json(args.out, records[0] if len(records) == 1 else records)
     if args.out_dir is not None:

@@ -1,7 +1,7 @@
 """Verification benchmarks (LFW, CFP-FP, AgeDB-30): read a `.bin` or its OFRecord directory, score a model.
 
-`validate_model` is what both `faceflow validate` and validation-while-training call; decoded
-images are cached per path so repeated validations only re-run the network.
+`validate_model` (a OneFlow module: validation-while-training) and `validate_with` (any engine: `faceflow
+validate`) score models; decoded images are cached per path so repeated validations only re-run the network.
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from faceflow.eval.embedding import decode_images, embed
 from faceflow.eval.verification import VerificationResult, evaluate_embeddings
 
 logger = logging.getLogger(__name__)
+
+# uint8 NCHW images -> (their embeddings, their flips' embeddings), float32 N x D each
+EmbedImages = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -86,7 +89,12 @@ def clear_cache() -> None:
 
 def evaluate_model(model: flow.nn.Module, data: BenchmarkData, batch_size: int = 64) -> VerificationResult:
     """Embed a benchmark's images and flips with `model` and run the verification protocol."""
-    originals, flips = embed(model, data.images, batch_size)
+    return evaluate_with(lambda images: embed(model, images, batch_size), data)
+
+
+def evaluate_with(embed_images: EmbedImages, data: BenchmarkData) -> VerificationResult:
+    """Run the verification protocol on the embeddings `embed_images` gives a benchmark's images and flips."""
+    originals, flips = embed_images(data.images)
     return evaluate_embeddings(originals, data.issame, flips)
 
 
@@ -112,10 +120,22 @@ def validate_model(
     `highest` (name -> best accuracy so far) is updated in place and fills `accuracy_highest`,
     so a training loop passes the same dict at every validation. `log` defaults to logging.info.
     """
+    return validate_with(lambda images: embed(model, images, batch_size), benchmarks, step, highest, log)
+
+
+def validate_with(
+    embed_images: EmbedImages,
+    benchmarks: Mapping[str, str | os.PathLike],
+    step: int = 0,
+    highest: dict[str, float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, VerificationResult]:
+    """`validate_model` for any engine: `embed_images` maps uint8 NCHW images to (embeddings, flip embeddings),
+    such as `faceflow.eval.engine.Embedder.embed`."""
     emit = log or logger.info
     results = {}
     for name, path in benchmarks.items():
-        result = evaluate_model(model, load_benchmark(path), batch_size)
+        result = evaluate_with(embed_images, load_benchmark(path))
         if highest is not None:
             highest[name] = max(highest.get(name, 0.0), result.accuracy)
             result.accuracy_highest = highest[name]

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from faceflow.align.similarity import norm_crop
 from faceflow.data.image_bytes import decode_rgb
 from faceflow.errors import DataFormatError
+from faceflow.eval.embedding import flipped, normalize_batch
 from faceflow.eval.ijb_layout import IJBLayout
 
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -52,8 +53,8 @@ def _aligned_batches(layout: IJBLayout, batch_size: int, threads: int) -> Iterat
 
 def flip_sum_features(embed: Embed, images: np.ndarray) -> np.ndarray:
     """emb(images) + emb(flipped images) for a uint8 NCHW batch (float32, N x D)."""
-    batch = (images.astype(np.float32) - 127.5) / 127.5
-    return np.asarray(embed(batch), np.float32) + np.asarray(embed(np.ascontiguousarray(batch[..., ::-1])), np.float32)
+    batch = normalize_batch(images)
+    return np.asarray(embed(batch), np.float32) + np.asarray(embed(flipped(batch)), np.float32)
 
 
 def image_features(layout: IJBLayout, embed: Embed, batch_size: int = 128, threads: int = 2,

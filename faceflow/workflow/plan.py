@@ -11,7 +11,7 @@ import re
 import shlex
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -35,6 +35,7 @@ _RENAMED_WORD = re.compile(r"\b(?:" + "|".join(map(re.escape, _RENAMED)) + r")\b
 
 
 DATASET_SOURCES = ("synthetic", "url", "path", "ofrecord")  # the keys of a dataset entry that say where it comes from
+VALIDATION_THREADS = 2  # CPU threads of a validation job (onnxruntime's, or OneFlow's on CUDA for the host side)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,38 @@ class RunPlan:
 
 
 @dataclass(frozen=True)
+class ValidationJob:
+    """The validation job of one run or model, which scores each checkpoint on every benchmark in one call (so
+    the CPU engine's ONNX export happens once per checkpoint): the device and engine `faceflow validate` gets,
+    the GPUs the job asks the scheduler for and its CPU threads."""
+
+    device: str  # cuda (a CUDA run: OneFlow on its GPU) | cpu | auto (models, runs with device: auto)
+    engine: str
+    shape: JobShape  # one process on one node: one GPU for a CUDA run, its threads, one process's memory
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the job asks for (1 for a CUDA run, else 0)."""
+        return self.shape.gpus
+
+    @property
+    def threads(self) -> int:
+        """CPU threads of the job."""
+        return self.shape.cpus
+
+    def resources(self, style: str) -> dict[str, Resource]:
+        """The job's Snakemake resources as the executor of `style` reads them (resources.STYLES), spelled
+        as the train job's are."""
+        return self.shape.resources(style)
+
+    def argument_string(self, benches: Mapping[str, str]) -> str:
+        """`faceflow validate` options (quoted for a shell): `--bench NAME=PATH` each, device, engine, threads."""
+        args = [arg for name, path in benches.items() for arg in ("--bench", f"{name}={path}")]
+        args += ["--device", self.device, "--engine", self.engine, "--threads", str(self.threads)]
+        return " ".join(shlex.quote(arg) for arg in args)
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     """A published model put through validation, export and the report beside the runs, never trained:
     `faceflow import ... --as-run` makes it a run directory with one checkpoint, step 0."""
@@ -212,6 +245,14 @@ class WorkflowPlan:
         if run in self.models:
             return [f"{0:06d}"]
         return [f"{step:06d}" for step in self.runs[run].checkpoint_steps]
+
+    def validation_job(self, run: str) -> ValidationJob:
+        """How the checkpoints of run or model `run` are validated: a CUDA run's on one GPU, the rest on CPU
+        (`auto`: CUDA only where the job finds a GPU) with the fastest engine."""
+        device = self.runs[run].device if run in self.runs else "auto"
+        shape = JobShape(nodes=1, processes=1, gpus=1 if device == "cuda" else 0, cpus=VALIDATION_THREADS,
+                         mem_mb=self.validation_mem_mb(run))
+        return ValidationJob(device=device, engine="auto", shape=shape)
 
     def export_bench(self) -> str | None:
         """The benchmark `best:<bench>` selects on, or None for `last`."""

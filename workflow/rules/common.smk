@@ -29,15 +29,25 @@ def uses_conda():
 shell.prefix(job_shell_prefix(workflow.basedir, uses_conda()).replace("{", "{{").replace("}", "}}"))
 
 
-def train_resource(name):
-    """The train rule's resource `name` (faceflow.workflow.resources.RESOURCE_NAMES) of a run, spelled for
-    this Snakemake and its executor (None: the job does not ask for it)."""
+def _job_resource(name, resources_of):
+    """A rule's resource `name` (faceflow.workflow.resources.RESOURCE_NAMES): `resources_of(wildcards, style)`
+    spelled for this Snakemake and its executor (None: the job does not ask for it)."""
     def value(wildcards):
         plugin = getattr(workflow, "executor_plugin", None)
         style = resource_style(snakemake_version, plugin.name if plugin is not None else None)
-        return PLAN.runs[wildcards.run].resources(style)[name]
+        return resources_of(wildcards, style)[name]
 
     return value
+
+
+def train_resource(name):
+    """The train rule's resource `name` of a run."""
+    return _job_resource(name, lambda wildcards, style: PLAN.runs[wildcards.run].resources(style))
+
+
+def validation_resource(name):
+    """The validation rule's resource `name` of a run or model."""
+    return _job_resource(name, lambda wildcards, style: PLAN.validation_job(wildcards.run).resources(style))
 
 
 wildcard_constraints:
@@ -104,11 +114,11 @@ def checkpoints_dir(wildcards):
 
 
 def run_bench_data(wildcards):
-    """The OFRecord validation folder of a benchmark of the dataset of a run or model (converted or ready-made)."""
+    """{bench: OFRecord validation folder} of every validated benchmark of the dataset of a run or model
+    (converted, or ready-made as it is)."""
     dataset = PLAN.dataset_of(wildcards.run)
-    if PLAN.datasets[dataset].ready_made:
-        return f"resources/datasets/{dataset}/{wildcards.bench}"
-    return f"results/ofrecord/{dataset}/val/{wildcards.bench}"
+    root = f"resources/datasets/{dataset}" if PLAN.datasets[dataset].ready_made else f"results/ofrecord/{dataset}/val"
+    return {bench: f"{root}/{bench}" for bench in PLAN.benchmarks}
 
 
 def validation_results():
