@@ -27,6 +27,7 @@ from faceflow.train.resume import RESUME_FREE_KEYS, config_differences
 from faceflow.train.rules import check_run
 from faceflow.workflow import config_check
 from faceflow.workflow.plan import build_plan
+from faceflow.workflow.resources import JOB_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -66,13 +67,13 @@ def test_training_checks_and_the_workflow_schema_take_names_from_the_registries(
     checkpoint = re.compile(schema["properties"]["export"]["properties"]["checkpoint"]["pattern"])
     assert all(checkpoint.match(f"best:{bench}") for bench in BENCHMARKS)
     assert checkpoint.match("last") and not checkpoint.match("best:megaface")
-    assert set(run) == {"dataset", "base"} | set(RUN_KEYS)
+    assert set(run) == {"dataset", "base"} | set(RUN_KEYS) | set(JOB_KEYS)
 
 
 def test_no_file_keeps_a_copy_of_a_name_list() -> None:
     committed = yaml.safe_load(SCHEMA.read_text())
     static_run = set(committed["definitions"]["run"]["properties"])
-    assert static_run == {"dataset", "base"}, "training keys belong in faceflow/train/keys.py"
+    assert static_run == {"dataset", "base"}, "training keys belong in faceflow/train/keys.py, job keys in faceflow/workflow/resources.py"
     text = SCHEMA.read_text() + (REPO / "workflow" / "rules" / "common.smk").read_text()
     for name in list_models() + list_losses() + list(BENCHMARKS) + list(FC_MODES):
         assert not re.search(rf"[\[\s,|(]{re.escape(name)}[\]\s,|)]", text), name
@@ -216,6 +217,7 @@ from faceflow.errors import ConfigError
 from faceflow.train.config import load_config
 from faceflow.workflow.config_check import load_schema, validate_config
 from faceflow.workflow.plan import build_plan
+from faceflow.workflow.resources import JOB_KEYS
 config = load_config("demo", ["network=toynet", "network_kwargs={width: 8}", "loss=toyloss", "margins={t: 0.25}"])
 assert (config["network"], config["loss"]) == ("toynet", "toyloss")
 for bad, key in (("network_kwargs={depth: 2}", "network_kwargs.depth"), ("margins={m1: 1.0}", "margins.m1"),

@@ -20,6 +20,7 @@ from faceflow.eval.benchmark_names import BENCHMARKS, benchmark_pattern
 from faceflow.eval.ijb_names import TARGETS as IJB_TARGETS
 from faceflow.export.model_files import IMPORT_FORMATS
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, json_property, numbers_from_strings, run_key_properties
+from faceflow.workflow.resources import JOB_KEYS
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -94,10 +95,10 @@ def _fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) 
 def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the generated parts to the committed schema (in place): run-key properties, benchmark and IJB names."""
     run = schema["definitions"]["run"]["properties"]
-    generated = run_key_properties()
+    generated = {**run_key_properties(), **copy.deepcopy(JOB_KEYS)}
     clash = sorted(set(run) & set(generated))
     if clash:
-        raise ConfigError(f"definitions.run.properties.{clash[0]}: also a training key; remove it from the schema file")
+        raise ConfigError(f"definitions.run.properties.{clash[0]}: a generated key; remove it from the schema file")
     run.update(generated)
     model = schema["definitions"]["model"]["properties"]
     for name in MODEL_TRAINING_KEYS:

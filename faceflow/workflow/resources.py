@@ -21,6 +21,21 @@ STYLES = ("snakemake7", "slurm-plugin", "plugin")
 MEM_MB_PER_PROCESS = {"cuda": 24000, "cpu": 4000}
 CPUS_PER_GPU = 4  # default CPUs a CUDA run's job asks per GPU (its processes' input pipelines)
 
+# the run keys that shape the train and validation jobs (not training keys): their JSON-schema properties,
+# added to the workflow schema's run entry at load (faceflow.workflow.config_check)
+JOB_KEYS: dict[str, dict] = {
+    "nodes": {"type": "integer", "minimum": 1, "default": 1, "description": (
+        "nodes the run trains on, `gpus` processes each; more than one makes the train job one SLURM job over "
+        "that many nodes whose command starts faceflow train on each with srun (SLURM only)")},
+    "mem_mb_per_process": {"type": "integer", "minimum": 1, "description": (
+        "memory the train job asks per process (and a validation job in all), MB; default "
+        f"{MEM_MB_PER_PROCESS['cuda']} with `device: cuda` or `auto` (fits an r100 on 8 GPUs), "
+        f"{MEM_MB_PER_PROCESS['cpu']} on cpu")},
+    "cpus_per_gpu": {"type": "integer", "minimum": 1, "description": (
+        "CUDA runs: the most CPUs the train job asks per GPU (its `threads` each, at most this); "
+        f"default {CPUS_PER_GPU}")},
+}
+
 Resource = Union[int, str, None]  # None: the job does not ask for it
 # the train rule's resources (every style gives each a value or None)
 RESOURCE_NAMES = ("nodes", "mem_mb", "cpus_per_task", "gpu", "gres", "slurm_extra", "mpi", "tasks", "tasks_per_gpu")
