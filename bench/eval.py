@@ -6,7 +6,9 @@ Throughput counts images of the benchmark, each embedded with its flip (two forw
 one-off cost (model load; for the CPU path also the ONNX export and its parity check; one warm-up batch) is
 measured and spread over an LFW-sized set (--lfw-images 12000); the per-image time is measured on a subset
 (--images, and fewer --eager-images for OneFlow, which is slow), the engines alternating in --rounds
-rounds so that a change of machine load hits both, and multiplied out to the full set.
+rounds so that a change of machine load hits both, and multiplied out to the full set. Each engine's steady
+rate is also given in GFLOP/s (Conv and Gemm multiply-accumulates of the exported graph), which shows how close
+it runs to the cores' FP32 peak.
 
     .venv/bin/python bench/eval.py [--pairs 6000] [--networks mbf,r18,r50] [--images 64] [--eager-images 16] [--batch 8] [--rounds 2]
 """
@@ -22,6 +24,7 @@ from faceflow.runtime.flow import flow
 
 from faceflow.checkpoint import write_checkpoint
 from faceflow.eval.engine import open_embedder
+from faceflow.eval.onnx_cache import cache_path
 from faceflow.eval.verification import evaluate_embeddings
 from faceflow.eval.verification_reference import evaluate_embeddings_reference
 from faceflow.export.parity import drawn_faces
@@ -74,6 +77,26 @@ def _checkpoint(name: str, root: Path) -> Path:
                             lambda d: flow.save(model.state_dict(), str(d / "backbone")))
 
 
+def macs_per_image(onnx_path: Path) -> float:
+    """Multiply-accumulates of one 112x112 image through the graph's Conv and Gemm nodes (shapes inferred)."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(onnx_path))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output)}
+    weights = {init.name: list(init.dims) for init in model.graph.initializer}
+    macs = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            macs += float(np.prod(shapes[node.output[0]][1:])) * float(np.prod(weights[node.input[1]][1:]))
+        elif node.op_type == "Gemm":
+            macs += float(np.prod(weights[node.input[1]]))
+    return macs
+
+
 def _open(ckpt: Path, engine: str, batch: int, threads: int, warm: np.ndarray):
     """An embedder and its one-off cost in seconds: open (model load; for the CPU path the ONNX export and its
     parity check) and one warm-up batch."""
@@ -104,13 +127,14 @@ def bench_validation(name: str, faces: np.ndarray, args: argparse.Namespace, wor
             spent[embedder.engine] += time.perf_counter() - start
             outputs[embedder.engine].append(originals)
     rates = {}
+    flops = 2 * 2 * macs_per_image(cache_path(ckpt))  # an image and its flip, two FLOPs per multiply-accumulate
     for embedder, setup in ((fast, fast_setup), (eager, eager_setup)):
         count = share[embedder.engine]
         per_image = spent[embedder.engine] / (count * args.rounds)
         rates[embedder.engine] = args.lfw_images / (setup + args.lfw_images * per_image)
         print(f"  {embedder.engine:11s} one-off {setup:6.1f} s, steady {1 / per_image:6.2f} images/s on "
-              f"{count * args.rounds} images -> {rates[embedder.engine]:6.2f} images/s over "
-              f"{args.lfw_images} images ({args.lfw_images / rates[embedder.engine] / 60:.0f} min)")
+              f"{count * args.rounds} images ({flops / per_image / 1e9:5.1f} GFLOP/s) -> {rates[embedder.engine]:6.2f} "
+              f"images/s over {args.lfw_images} images ({args.lfw_images / rates[embedder.engine] / 60:.0f} min)")
     b = np.concatenate(outputs[eager.engine]).astype(np.float64)
     same = np.concatenate(outputs[fast.engine])[:len(b)].astype(np.float64)  # both ran faces in order
     cosine = np.sum(same * b, 1) / (np.linalg.norm(same, axis=1) * np.linalg.norm(b, axis=1))

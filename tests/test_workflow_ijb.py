@@ -180,3 +180,10 @@ def test_ijb_job_on_the_exported_model_reaches_the_report_and_reruns_alone(tmp_p
     dry = snakemake(workdir, "-n", "all")
     assert dry.returncode == 0, dry.stdout
     assert job_counts(dry.stdout) == {"ijb_eval": 2, "make_report": 1, "all": 1}
+    config["ijb"]["targets"] = []  # a dropped target: the report reruns and leaves out its older result
+    config_file.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "2", "all")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert job_counts(result.stdout) == {"make_report": 1, "all": 1}
+    assert (workdir / "results" / "runs" / "tiny" / "ijb" / "IJBC.json").is_file()
+    assert "IJB" not in (report / "report.md").read_text()

@@ -197,3 +197,21 @@ def test_report_reads_what_faceflow_ijb_writes(tmp_path: Path) -> None:
     top_k = result["identification"]["mean"]["top_k"]
     assert any(line.startswith(f"| r50_arcface | IJBC | {100 * top_k['top1']:.2f} |") for line in tables[4])
     assert "IJB ROC" in (results / "report" / "report.html").read_text()
+
+
+def test_only_configured_benchmarks_and_ijb_targets_are_shown(tmp_path: Path) -> None:
+    """Results left by a benchmark or IJB target dropped from the config stay out of every report file."""
+    results = write_results(tmp_path / "results")
+    report = results / "report"
+    assert faceflow_main(["report", str(results), "--out", str(report), "--runs", RUNS,
+                          "--benchmarks", "lfw,agedb_30", "--ijb-targets", "IJBC"]) == 0
+    table = pd.read_csv(report / "accuracy.csv")
+    assert set(table["benchmark"]) == {"lfw", "agedb_30"} and len(table) == 14
+    md = (report / "report.md").read_text()
+    assert _tables(md)[0][0] == "| run | best step | LFW (%) | AgeDB-30 (%) |"
+    tar = _tables(md)[3]
+    assert [line.split(" | ")[1] for line in tar[2:]] == ["IJBC", "IJBC", "IJBC"]
+    assert "IJBB" not in md and "IJBB" not in (report / "report.html").read_text()
+    assert faceflow_main(["report", str(results), "--out", str(report), "--runs", RUNS, "--ijb-targets", ""]) == 0
+    md = (report / "report.md").read_text()
+    assert "## IJB" not in md and "CFP-FP" in md

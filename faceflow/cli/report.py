@@ -1,4 +1,5 @@
-"""`faceflow report RESULTS_DIR --out REPORT_DIR [--runs a,b] [--tensorboard]`: CSV, Markdown and HTML report."""
+"""`faceflow report RESULTS_DIR --out REPORT_DIR [--runs a,b] [--benchmarks lfw,..] [--ijb-targets IJBC,..]
+[--tensorboard]`: CSV, Markdown and HTML report."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write each run's per-checkpoint validation as TensorBoard events in "
                         "RESULTS_DIR/runs/{run}/tensorboard/checkpoints (not for runs with tensorboard: false)")
+    parser.add_argument("--benchmarks", help="comma-separated benchmarks to show (default: every result found)")
+    parser.add_argument("--ijb-targets", help="comma-separated IJB targets to show, '' for none (default: every "
+                        "result found)")
     args = parser.parse_args(argv)
     from faceflow.report.build import write_report
 
-    runs = [name for name in args.runs.split(",") if name] if args.runs else None
-    paths = write_report(args.results_dir, args.out, runs, tensorboard=args.tensorboard)
+    paths = write_report(args.results_dir, args.out, _names(args.runs) or None, tensorboard=args.tensorboard,
+                         benchmarks=_names(args.benchmarks), ijb_targets=_names(args.ijb_targets))
     for path in paths.values():
         print(f"wrote {path}")
     return 0
+
+
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when the option was not given)."""
+    return None if value is None else [name for name in value.split(",") if name]

@@ -27,9 +27,11 @@ def write_validation_events(results_dir: str | Path, contents: ReportContents) -
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path, runs: Iterable[str] | None = None,
-                 tensorboard: bool = False) -> dict[str, Path]:
-    """Collect every run's results and write the three report files (and, with `tensorboard`, the events)."""
-    contents = collect_report(results_dir, runs)
+                 tensorboard: bool = False, benchmarks: Iterable[str] | None = None,
+                 ijb_targets: Iterable[str] | None = None) -> dict[str, Path]:
+    """Collect every run's results (only `benchmarks` and `ijb_targets` when given) and write the three report
+    files (and, with `tensorboard`, the events)."""
+    contents = collect_report(results_dir, runs, benchmarks, ijb_targets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "accuracy.csv", "md": out_dir / "report.md", "html": out_dir / "report.html"}

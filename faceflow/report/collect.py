@@ -67,9 +67,12 @@ def _records(path: Path) -> list[dict]:
     return records
 
 
-def load_accuracy(results_dir: str | Path, runs: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per run x checkpoint step x benchmark from runs/{run}/validation/step_N/{bench}.json."""
+def load_accuracy(results_dir: str | Path, runs: Iterable[str] | None = None,
+                  benchmarks: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per run x checkpoint step x benchmark from runs/{run}/validation/step_N/{bench}.json; with
+    `benchmarks`, only those (results of a benchmark dropped from the config stay out of the report)."""
     results_dir = Path(results_dir)
+    wanted = set(benchmarks) if benchmarks is not None else None
     rows = []
     for run in run_names(results_dir, runs):
         validation = results_dir / "runs" / run / "validation"
@@ -78,6 +81,8 @@ def load_accuracy(results_dir: str | Path, runs: Iterable[str] | None = None) ->
             if not match:
                 continue
             for path in sorted(step_dir.glob("*.json")):
+                if wanted is not None and path.stem not in wanted:
+                    continue
                 for record in _records(path):
                     rows.append({
                         "run": run,

@@ -30,9 +30,12 @@ class ReportContents:
         return {summary.run for summary in self.runs if summary.evaluate_only}
 
 
-def collect_report(results_dir: str | Path, runs: Iterable[str] | None = None) -> ReportContents:
-    """Read every run's outputs under RESULTS_DIR/runs (or those of `runs`)."""
+def collect_report(results_dir: str | Path, runs: Iterable[str] | None = None,
+                   benchmarks: Iterable[str] | None = None, ijb_targets: Iterable[str] | None = None) -> ReportContents:
+    """Read every run's outputs under RESULTS_DIR/runs (or those of `runs`; only `benchmarks` and `ijb_targets`
+    when given, so results of names no longer configured are not shown)."""
     names = list(runs) if runs is not None else None
     metrics = load_metrics(results_dir, names)
-    return ReportContents(load_accuracy(results_dir, names), metrics, load_runs(results_dir, metrics, names),
-                          load_exports(results_dir, names), load_ijb(results_dir, names))
+    return ReportContents(load_accuracy(results_dir, names, benchmarks), metrics,
+                          load_runs(results_dir, metrics, names), load_exports(results_dir, names),
+                          load_ijb(results_dir, names, ijb_targets))

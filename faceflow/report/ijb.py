@@ -61,14 +61,18 @@ def _result(run: str, path: Path) -> IJBResult:
                      identification if isinstance(identification, dict) else None)
 
 
-def load_ijb(results_dir: str | Path, runs: Iterable[str] | None = None) -> list[IJBResult]:
-    """Every run's IJB results, by run then target."""
+def load_ijb(results_dir: str | Path, runs: Iterable[str] | None = None,
+             targets: Iterable[str] | None = None) -> list[IJBResult]:
+    """Every run's IJB results, by run then target; with `targets`, only those (a target dropped from the
+    config leaves its older result out of the report)."""
     results_dir = Path(results_dir)
+    wanted = set(targets) if targets is not None else None
     results = []
     for run in run_names(results_dir, runs):
         folder = results_dir / "runs" / run / IJB_DIR
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            results.append(_result(run, path))
+            if wanted is None or path.stem in wanted:
+                results.append(_result(run, path))
     return results
 
 

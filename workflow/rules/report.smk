@@ -1,6 +1,7 @@
 # results/report/{accuracy.csv, report.md, report.html} from every validation result, loss curve
 # (results/runs/{run}/metrics.jsonl, complete once the run's train.json exists), export parity record and
 # IJB result (results/runs/{run}/ijb/{target}.json: a TAR@FAR table per run and one ROC plot of all runs).
+# Only the configured benchmarks and IJB targets are shown: results left by names dropped from the config are not.
 # --tensorboard also writes each run's per-checkpoint validation as TensorBoard events in
 # results/runs/{run}/tensorboard/checkpoints/ (rewritten whole each time, so a rerun never doubles a
 # point; runs with tensorboard: false are left out).
@@ -18,6 +19,8 @@ rule make_report:
         html="results/report/report.html",
     params:
         runs=",".join(sorted(PLAN.evaluated())),
+        benchmarks=",".join(PLAN.benchmarks),
+        ijb_targets=",".join(PLAN.ijb.targets),
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.csv)),
         out=lambda wildcards, output: os.path.dirname(output.csv),
     log:
@@ -25,4 +28,5 @@ rule make_report:
     conda:
         "../envs/faceflow.yaml"
     shell:
-        "faceflow report {params.results} --out {params.out} --runs {params.runs} --tensorboard > {log} 2>&1"
+        "faceflow report {params.results:q} --out {params.out:q} --runs {params.runs:q}"
+        " --benchmarks={params.benchmarks:q} --ijb-targets={params.ijb_targets:q} --tensorboard > {log:q} 2>&1"
