@@ -85,6 +85,38 @@ def test_cuda_run_validation_asks_for_one_gpu(tmp_path: Path) -> None:
         assert "gpu=0" in block and "--device cpu --engine auto" in block, block
 
 
+@pytest.mark.parametrize("device, expected", [
+    ("run", {"big": ("cuda", 1, 24000), "small": ("cpu", 0, 4000), "zoo": ("auto", 0, 4000)}),
+    ("cpu", {"big": ("cpu", 0, 24000), "small": ("cpu", 0, 4000), "zoo": ("cpu", 0, 4000)}),
+    ("cuda", {"big": ("cuda", 1, 24000), "small": ("cuda", 1, 4000), "zoo": ("cuda", 1, 24000)}),
+])
+def test_validation_device_setting(tmp_path: Path, device: str, expected: dict) -> None:
+    """`validation.device`: `run` follows each run (published models on CPU), `cpu`/`cuda` put every job,
+    models included, there; the GPU request and `--device` follow it."""
+    (tmp_path / "backbone.pth").write_bytes(b"")
+    config = {
+        "datasets": {"synthetic": {"synthetic": {"classes": 8, "per_class": 4, "pairs": 20, "seed": 0}}},
+        "runs": {"big": {"dataset": "synthetic", "device": "cuda", "gpus": 4},
+                 "small": {"dataset": "synthetic", "device": "cpu", "gpus": 1}},
+        "models": {"zoo": {"path": str(tmp_path / "backbone.pth"), "network": "r50"}},
+        "validation": {"benchmarks": ["lfw"], "device": device},
+        "export": {},
+    }
+    plan = _plan_of(config)
+    for name, (want_device, gpus, mem_mb) in expected.items():
+        job = plan.validation_job(name)
+        assert (job.device, job.gpus, job.shape.mem_mb) == (want_device, gpus, mem_mb), name
+        assert f"--device {want_device} --engine auto" in job.argument_string({"lfw": "x"})
+        assert job.resources("snakemake7")["slurm_extra"] == ("--gres=gpu:1" if gpus else None)
+
+
+def test_validation_device_must_be_known() -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["validation"]["device"] = "gpu"
+    with pytest.raises(ConfigError, match=r"validation\.device: 'gpu' is not one of \['run', 'cpu', 'cuda'\]"):
+        _plan_of(config)
+
+
 def test_lint_is_clean(workdir: Path) -> None:
     result = snakemake(workdir, "--lint")
     assert result.returncode == 0, result.stdout

@@ -186,7 +186,13 @@ def _interrupt(workdir: Path, how: str, after: int) -> int:
             os.kill(pid, signal.SIGKILL)
     else:  # snakemake and its job killed at once (SLURM time limit of an interactive allocation)
         os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=120)
+    try:
+        process.wait(timeout=300)  # the job's processes exit one by one; slow when make test's workers share the cores
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-g", str(process.pid)], text=True,
+                              stdout=subprocess.PIPE).stdout
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"snakemake still running 300 s after {how}; its process group:\n{left}")
     assert process.returncode != 0
     if how == "kill-all":
         assert snakemake(workdir, "--unlock").returncode == 0

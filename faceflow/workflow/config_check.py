@@ -20,7 +20,7 @@ from faceflow.eval.benchmark_names import BENCHMARKS, benchmark_pattern
 from faceflow.eval.ijb_names import TARGETS as IJB_TARGETS
 from faceflow.export.model_files import IMPORT_FORMATS
 from faceflow.train.keys import KEY_BY_NAME, RUN_KEYS, check_value, json_property, numbers_from_strings, run_key_properties
-from faceflow.workflow.resources import JOB_KEYS
+from faceflow.workflow.resources import JOB_KEYS, VALIDATION_DEVICES
 
 
 def _key_path(path: Iterable[Any]) -> str:
@@ -106,6 +106,7 @@ def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
     model["format"]["enum"] = list(IMPORT_FORMATS)
     schema["definitions"]["benchmark"]["enum"] = list(BENCHMARKS)
     schema["definitions"]["ijb_target"]["enum"] = list(IJB_TARGETS)
+    schema["properties"]["validation"]["properties"]["device"]["enum"] = list(VALIDATION_DEVICES)
     schema["definitions"]["dataset"]["properties"]["benchmarks"]["default"] = list(BENCHMARKS)
     schema["properties"]["export"]["properties"]["checkpoint"]["pattern"] = f"^(last|best:({benchmark_pattern()}))$"
     return schema

@@ -221,6 +221,7 @@ class WorkflowPlan:
     config: dict[str, Any] = field(repr=False, default_factory=dict)
     models: dict[str, ModelPlan] = field(default_factory=dict)
     ijb: IJBPlan = field(default_factory=IJBPlan)
+    val_device: str = "run"  # validation.device, one of resources.VALIDATION_DEVICES
 
     def used_datasets(self) -> list[str]:
         """Datasets a run trains on, a model is validated on or IJB reads (the only ones the workflow builds)."""
@@ -235,10 +236,11 @@ class WorkflowPlan:
         """The dataset whose benchmarks validate run or model `name`."""
         return (self.runs.get(name) or self.models[name]).dataset
 
-    def validation_mem_mb(self, name: str) -> int:
-        """Memory of a validation job of run or model `name`: one process of the run (a model's: on CPU)."""
+    def validation_mem_mb(self, name: str, device: str = "cpu") -> int:
+        """Memory of a validation job of run or model `name` on `device`: one process of the run (a model's:
+        one process's default there)."""
         run = self.runs.get(name)
-        return run.validation_mem_mb if run is not None else default_mem_mb_per_process("cpu")
+        return run.validation_mem_mb if run is not None else default_mem_mb_per_process(device)
 
     def validation_steps(self, run: str) -> list[str]:
         """Zero-padded checkpoint steps of a run or model (the `{step}` wildcard values)."""
@@ -247,11 +249,15 @@ class WorkflowPlan:
         return [f"{step:06d}" for step in self.runs[run].checkpoint_steps]
 
     def validation_job(self, run: str) -> ValidationJob:
-        """How the checkpoints of run or model `run` are validated: a CUDA run's on one GPU, the rest on CPU
-        (`auto`: CUDA only where the job finds a GPU) with the fastest engine."""
-        device = self.runs[run].device if run in self.runs else "auto"
+        """How the checkpoints of run or model `run` are validated (`validation.device`): by default a CUDA
+        run's on one GPU, the rest on CPU (`auto`: CUDA only where the job finds a GPU) with the fastest
+        engine; `cpu` or `cuda` puts every job there."""
+        if self.val_device == "run":
+            device = self.runs[run].device if run in self.runs else "auto"
+        else:
+            device = self.val_device
         shape = JobShape(nodes=1, processes=1, gpus=1 if device == "cuda" else 0, cpus=VALIDATION_THREADS,
-                         mem_mb=self.validation_mem_mb(run))
+                         mem_mb=self.validation_mem_mb(run, "cuda" if device == "cuda" else "cpu"))
         return ValidationJob(device=device, engine="auto", shape=shape)
 
     def export_bench(self) -> str | None:
@@ -456,6 +462,7 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
         runs=runs,
         benchmarks=benchmarks,
         val_batch_size=int(config["validation"]["batch_size"]),
+        val_device=str(config["validation"].get("device", "run")),
         export_formats=tuple(export.get("formats", ("onnx", "mxnet"))),
         export_checkpoint=str(export.get("checkpoint", "last")),
         config=config,

@@ -21,6 +21,11 @@ STYLES = ("snakemake7", "slurm-plugin", "plugin")
 MEM_MB_PER_PROCESS = {"cuda": 24000, "cpu": 4000}
 CPUS_PER_GPU = 4  # default CPUs a CUDA run's job asks per GPU (its processes' input pipelines)
 
+# `validation.device`, where validation jobs embed: `run` follows each run's device (a CUDA run's checkpoints on
+# one GPU, the rest and published models on CPU), `cpu` puts every job on CPU (onnxruntime), `cuda` every job,
+# published models included, on one GPU (OneFlow)
+VALIDATION_DEVICES = ("run", "cpu", "cuda")
+
 # the run keys that shape the train and validation jobs (not training keys): their JSON-schema properties,
 # added to the workflow schema's run entry at load (faceflow.workflow.config_check)
 JOB_KEYS: dict[str, dict] = {
