@@ -28,6 +28,15 @@ def run_names(results_dir: Path, runs: Iterable[str] | None) -> list[str]:
     return sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
 
 
+def named_results(folder: Path, names: Iterable[str] | None) -> list[Path]:
+    """The result files `folder/{name}.json`, sorted: every one there, or only those of `names` (so results
+    of a benchmark or IJB target dropped from the config stay out of the report)."""
+    if not folder.is_dir():
+        return []
+    wanted = set(names) if names is not None else None
+    return [path for path in sorted(folder.glob("*.json")) if wanted is None or path.stem in wanted]
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """The JSON object in `path` ({} when the file does not exist); DataFormatError naming the file otherwise."""
     if not path.is_file():
@@ -69,10 +78,9 @@ def _records(path: Path) -> list[dict]:
 
 def load_accuracy(results_dir: str | Path, runs: Iterable[str] | None = None,
                   benchmarks: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per run x checkpoint step x benchmark from runs/{run}/validation/step_N/{bench}.json; with
-    `benchmarks`, only those (results of a benchmark dropped from the config stay out of the report)."""
+    """One row per run x checkpoint step x benchmark from runs/{run}/validation/step_N/{bench}.json (only
+    `benchmarks`' when given)."""
     results_dir = Path(results_dir)
-    wanted = set(benchmarks) if benchmarks is not None else None
     rows = []
     for run in run_names(results_dir, runs):
         validation = results_dir / "runs" / run / "validation"
@@ -80,9 +88,7 @@ def load_accuracy(results_dir: str | Path, runs: Iterable[str] | None = None,
             match = _STEP_DIR.match(step_dir.name)
             if not match:
                 continue
-            for path in sorted(step_dir.glob("*.json")):
-                if wanted is not None and path.stem not in wanted:
-                    continue
+            for path in named_results(step_dir, benchmarks):
                 for record in _records(path):
                     rows.append({
                         "run": run,

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from faceflow.errors import DataFormatError
-from faceflow.report.collect import read_json_object, run_names
+from faceflow.report.collect import named_results, read_json_object, run_names
 from faceflow.report.tables import MISSING, Table
 
 IJB_DIR = "ijb"
@@ -63,17 +63,10 @@ def _result(run: str, path: Path) -> IJBResult:
 
 def load_ijb(results_dir: str | Path, runs: Iterable[str] | None = None,
              targets: Iterable[str] | None = None) -> list[IJBResult]:
-    """Every run's IJB results, by run then target; with `targets`, only those (a target dropped from the
-    config leaves its older result out of the report)."""
+    """Every run's IJB results, by run then target (only `targets`' when given)."""
     results_dir = Path(results_dir)
-    wanted = set(targets) if targets is not None else None
-    results = []
-    for run in run_names(results_dir, runs):
-        folder = results_dir / "runs" / run / IJB_DIR
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            if wanted is None or path.stem in wanted:
-                results.append(_result(run, path))
-    return results
+    return [_result(run, path) for run in run_names(results_dir, runs)
+            for path in named_results(results_dir / "runs" / run / IJB_DIR, targets)]
 
 
 def far_label(far: float) -> str:

@@ -462,7 +462,7 @@ def build_plan(config: dict[str, Any]) -> WorkflowPlan:
         runs=runs,
         benchmarks=benchmarks,
         val_batch_size=int(config["validation"]["batch_size"]),
-        val_device=str(config["validation"].get("device", "run")),
+        val_device=str(config["validation"]["device"]),
         export_formats=tuple(export.get("formats", ("onnx", "mxnet"))),
         export_checkpoint=str(export.get("checkpoint", "last")),
         config=config,
