@@ -44,6 +44,11 @@ def test_static_listing_equals_what_importing_the_families_registers() -> None:
     for name, declaration in LOSSES.declared().items():
         assert declaration.options.get("margins") == losses[name].margins
         assert (declaration.options.get("greater_than") or {}) == losses[name].greater_than
+        assert (declaration.options.get("at_most") or {}) == losses[name].at_most
+        margins = set(losses[name].margins or {})
+        bounded = {**losses[name].greater_than, **losses[name].at_most}
+        assert set(bounded) <= margins, name
+        assert {b for b in losses[name].greater_than.values() if isinstance(b, str)} <= margins, name
 
 
 def test_a_registration_without_a_literal_name_is_refused(tmp_path: Path) -> None:

@@ -184,16 +184,22 @@ def test_magface_loss_depends_on_the_norm_inside_its_range_only() -> None:
         assert (radial.min() > 1e-4) if moves else (radial.max() < 1e-5), (norm, radial)
 
 
-@pytest.mark.parametrize("overrides,key", [({"t_alpha": 2.0}, "margins.t_alpha"), ({"s": 0.0}, "margins.s"),
-                                           ({"m1": 1.0}, "margins.m1")])
-def test_bad_adaface_margins_name_the_key(overrides: dict, key: str) -> None:
-    with pytest.raises(ConfigError, match=f"^{key}:"):
-        _head("adaface", margins=overrides)
+@pytest.mark.parametrize("loss,overrides,message", [
+    ("adaface", {"t_alpha": 2.0}, r"margins\.t_alpha: loss adaface needs t_alpha <= 1, got 2"),
+    ("adaface", {"s": 0.0}, r"margins\.s: loss adaface needs s > 0, got 0"),
+    ("adaface", {"m1": 1.0}, r"margins\.m1: loss adaface takes m, h, s, t_alpha"),
+    ("magface", {"u_a": 5.0}, r"margins\.u_a: loss magface needs u_a > l_a \(10\), got 5"),
+    ("magface", {"l_a": 120.0}, r"margins\.u_a: loss magface needs u_a > l_a \(120\), got 110")])
+def test_bad_adaptive_margins_are_refused_by_the_config_check(loss: str, overrides: dict, message: str) -> None:
+    """The declared bounds are checked when the config is read, before any head is built, with the key named."""
+    base = {**DEFAULTS, "max_steps": 5, "num_classes": 4, "num_images": 20, "graph": False}
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        validate_config({**base, "loss": loss, "margins": overrides})
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        _head(loss, margins=overrides)
 
 
-def test_magface_bounds_and_graph_rule() -> None:
-    with pytest.raises(ConfigError, match=r"^margins\.u_a:"):
-        _head("magface", margins={"u_a": 5.0})
+def test_adaptive_graph_rule() -> None:
     base = {**DEFAULTS, "max_steps": 5, "num_classes": 4, "num_images": 20}
     for loss in ("adaface", "curricularface"):
         with pytest.raises(ConfigError, match=rf"^loss: {loss} keeps running statistics .* set graph: false"):

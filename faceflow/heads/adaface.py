@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from faceflow.runtime.flow import flow
 
-from faceflow.heads.adaptive import AdaptiveMargin, batch_mean_std, scalar_margin
+from faceflow.heads.adaptive import AdaptiveMargin, batch_mean_std
 from faceflow.heads.registry import register_loss
 
 EPS = 1e-3
@@ -26,7 +26,7 @@ class AdaFaceMargin(AdaptiveMargin):
     def __init__(self, placement: flow.placement, m: float, h: float, s: float, t_alpha: float) -> None:
         super().__init__(s, placement)
         self.m, self.h = float(m), float(h)
-        self.t_alpha = scalar_margin({"t_alpha": t_alpha}, "t_alpha", 0.0, 1.0)
+        self.t_alpha = float(t_alpha)
         self.running("batch_mean", INITIAL_MEAN)
         self.running("batch_std", INITIAL_STD)
 
@@ -51,4 +51,5 @@ def adaface_head(config: Mapping[str, Any], placement: flow.placement, margins: 
 
 
 register_loss("adaface", margins={"m": 0.4, "h": 0.333, "s": 64.0, "t_alpha": 0.01},
-              greater_than={"h": 0.0, "s": 0.0, "t_alpha": 0.0}, head=adaface_head, graph=False)
+              greater_than={"h": 0.0, "s": 0.0, "t_alpha": 0.0}, at_most={"t_alpha": 1.0}, head=adaface_head,
+              graph=False)

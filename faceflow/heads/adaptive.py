@@ -14,8 +14,6 @@ from typing import Optional
 
 from faceflow.runtime.flow import flow, nn
 
-from faceflow.errors import ConfigError
-
 
 def _broadcast(value: flow.Tensor) -> flow.Tensor:
     """A global scalar as a broadcast `[1]` tensor (a mean over split(0) rows comes out partial_sum)."""
@@ -29,14 +27,6 @@ def batch_mean_std(values: flow.Tensor) -> tuple[flow.Tensor, flow.Tensor]:
     centred = values - mean
     count = max(int(values.shape[0]) - 1, 1)
     return mean, _broadcast(flow.sqrt((centred * centred).sum() / count))
-
-
-def scalar_margin(margins: dict[str, float], key: str, low: float, high: float) -> float:
-    """margins[key], checked to lie in [low, high] (ConfigError naming `margins.KEY`)."""
-    value = float(margins[key])
-    if not low <= value <= high:
-        raise ConfigError(f"margins.{key}: must be in [{low:g}, {high:g}], got {value:g}")
-    return value
 
 
 class AdaptiveMargin(nn.Module):

@@ -11,7 +11,6 @@ from typing import Any, Mapping, Optional
 
 from faceflow.runtime.flow import flow
 
-from faceflow.errors import ConfigError
 from faceflow.heads.adaptive import AdaptiveMargin
 from faceflow.heads.registry import register_loss
 
@@ -22,8 +21,6 @@ class MagFaceMargin(AdaptiveMargin):
     def __init__(self, placement: flow.placement, s: float, l_a: float, u_a: float, l_m: float, u_m: float,
                  lambda_g: float) -> None:
         super().__init__(s, placement)
-        if not u_a > l_a:
-            raise ConfigError(f"margins.u_a: must exceed l_a ({l_a:g}), got {u_a:g}")
         self.l_a, self.u_a, self.l_m, self.u_m, self.lambda_g = map(float, (l_a, u_a, l_m, u_m, lambda_g))
 
     def magnitudes(self, norms: flow.Tensor) -> flow.Tensor:
@@ -53,4 +50,4 @@ def magface_head(config: Mapping[str, Any], placement: flow.placement, margins: 
 
 
 register_loss("magface", margins={"s": 64.0, "l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0},
-              greater_than={"s": 0.0, "l_a": 0.0}, head=magface_head)
+              greater_than={"s": 0.0, "l_a": 0.0, "u_a": "l_a"}, head=magface_head)

@@ -1,8 +1,9 @@
 """Loss registry and FC modes: each head module registers its losses with `register_loss("name", ...)`.
 
 A loss declares its margin parameters with their defaults (`margins={...}`, or None for a plain
-softmax) and strict lower bounds (`greater_than={...}`), all literals, so config checks read them from
-the source without importing the head modules (`faceflow.registry`). A loss whose forward is not the
+softmax), strict lower bounds (`greater_than={...}`: a number, or the name of another margin that must be
+smaller) and inclusive upper bounds (`at_most={...}`), all literals, so config checks (`margin_values`) read
+them from the source without importing the head modules (`faceflow.registry`). A loss whose forward is not the
 combined margin `s * (cos(m1*theta + m2) - m3)` of `heads/fc.py` passes `head=factory`, called as
 `factory(config, placement, margins) -> nn.Module`; one whose running statistics nn.Graph would not carry
 from step to step declares `graph=False` (the run is then refused with graph: true).
@@ -25,12 +26,13 @@ HeadFactory = Callable[[Mapping[str, Any], Any, Optional[dict]], Any]
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered loss: margin defaults (None: no margins), strict lower bounds, its head factory, and
-    whether it trains in nn.Graph."""
+    """A registered loss: margin defaults (None: no margins), strict lower and inclusive upper bounds, its
+    head factory, and whether it trains in nn.Graph."""
 
     name: str
     margins: Optional[dict[str, float]]
-    greater_than: dict[str, float] = field(default_factory=dict)
+    greater_than: dict[str, float | str] = field(default_factory=dict)
+    at_most: dict[str, float] = field(default_factory=dict)
     head: Optional[HeadFactory] = None
     graph: bool = True
 
@@ -39,10 +41,11 @@ LOSSES: Registry[LossSpec] = Registry("faceflow.heads", Path(__file__).parent, "
                                       config_key="loss", what="loss")
 
 
-def register_loss(name: str, margins: Optional[dict[str, float]], greater_than: Optional[dict[str, float]] = None,
+def register_loss(name: str, margins: Optional[dict[str, float]],
+                  greater_than: Optional[dict[str, float | str]] = None, at_most: Optional[dict[str, float]] = None,
                   head: Optional[HeadFactory] = None, graph: bool = True) -> None:
     """Register loss `name` (a literal) with its margin defaults and bounds (literals too)."""
-    LOSSES.add(name, LossSpec(name, margins, dict(greater_than or {}), head, graph))
+    LOSSES.add(name, LossSpec(name, margins, dict(greater_than or {}), dict(at_most or {}), head, graph))
 
 
 def trains_in_graph(loss: str) -> bool:
@@ -63,8 +66,8 @@ def margin_names() -> list[str]:
 def margin_values(loss: str, overrides: Optional[Mapping[str, Any]]) -> Optional[dict[str, float]]:
     """The loss's margins with the config's `margins:` overrides applied (None for no margins).
 
-    The one check of `margins`: every key is one the loss takes, every value a finite number above the
-    loss's bound. ConfigError naming `margins` or `margins.KEY` otherwise.
+    The one check of `margins`: every key is one the loss takes, every value a finite number within the
+    loss's declared bounds. ConfigError naming `margins` or `margins.KEY` otherwise.
     """
     options = LOSSES.declaration(loss).options
     defaults, bounds = options.get("margins"), options.get("greater_than") or {}
@@ -82,6 +85,10 @@ def margin_values(loss: str, overrides: Optional[Mapping[str, Any]]) -> Optional
             raise ConfigError(f"margins.{key}: expected a finite number, got {value!r}")
         values[key] = float(value)
     for key, bound in bounds.items():
-        if not values[key] > bound:
-            raise ConfigError(f"margins.{key}: loss {loss} needs {key} > {bound}, got {values[key]}")
+        low, named = (values[bound], f"{bound} ({values[bound]:g})") if isinstance(bound, str) else (bound, f"{bound:g}")
+        if not values[key] > low:
+            raise ConfigError(f"margins.{key}: loss {loss} needs {key} > {named}, got {values[key]:g}")
+    for key, high in (options.get("at_most") or {}).items():
+        if not values[key] <= high:
+            raise ConfigError(f"margins.{key}: loss {loss} needs {key} <= {high:g}, got {values[key]:g}")
     return values
