@@ -7,14 +7,19 @@ one-off cost (model load; for the CPU path also the ONNX export and its parity c
 measured and spread over an LFW-sized set (--lfw-images 12000); the per-image time is measured on a subset
 (--images, and fewer --eager-images for OneFlow, which is slow), the engines alternating in --rounds
 rounds so that a change of machine load hits both, and multiplied out to the full set. Each engine's steady
-rate is also given in GFLOP/s (Conv and Gemm multiply-accumulates of the exported graph), which shows how close
-it runs to the cores' FP32 peak.
+rate is also given in GFLOP/s (Conv and Gemm multiply-accumulates of the exported graph) and as a share of the
+cores' FP32 fused multiply-add peak, measured first by bench/fma_peak.c (built with gcc; skipped, with the
+reason printed, where it cannot be built or the CPU has no AVX-512).
 
     .venv/bin/python bench/eval.py [--pairs 6000] [--networks mbf,r18,r50] [--images 64] [--eager-images 16] [--batch 8] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +102,24 @@ def macs_per_image(onnx_path: Path) -> float:
     return macs
 
 
+def fma_peak_gflops(threads: int, work: Path) -> float | None:
+    """The cores' FP32 FMA peak on `threads` threads from bench/fma_peak.c, or None (reason printed)."""
+    source = Path(__file__).with_name("fma_peak.c")
+    if shutil.which("gcc") is None or "avx512f" not in Path("/proc/cpuinfo").read_text():
+        print("FMA peak not measured: needs gcc and an AVX-512 CPU")
+        return None
+    binary = work / "fma_peak"
+    built = subprocess.run(["gcc", "-O2", "-mavx512f", "-fopenmp", str(source), "-o", str(binary)],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        print(f"FMA peak not measured: gcc failed: {built.stderr.strip().splitlines()[-1:]}")
+        return None
+    ran = subprocess.run([str(binary)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    print(ran.stdout.strip())
+    return float(re.search(r": ([0-9.]+) GFLOP/s", ran.stdout).group(1))
+
+
 def _open(ckpt: Path, engine: str, batch: int, threads: int, warm: np.ndarray):
     """An embedder and its one-off cost in seconds: open (model load; for the CPU path the ONNX export and its
     parity check) and one warm-up batch."""
@@ -106,7 +129,8 @@ def _open(ckpt: Path, engine: str, batch: int, threads: int, warm: np.ndarray):
     return embedder, time.perf_counter() - start
 
 
-def bench_validation(name: str, faces: np.ndarray, args: argparse.Namespace, work: Path) -> float:
+def bench_validation(name: str, faces: np.ndarray, args: argparse.Namespace, work: Path,
+                     peak: float | None) -> float:
     """Validation throughput of the CPU path (engine auto: onnxruntime on the cached export) against OneFlow
     eager for backbone `name`, each amortised over `--lfw-images`; returns the ratio. The two engines are timed
     in alternating rounds, so a machine whose load changes slows both alike."""
@@ -132,8 +156,10 @@ def bench_validation(name: str, faces: np.ndarray, args: argparse.Namespace, wor
         count = share[embedder.engine]
         per_image = spent[embedder.engine] / (count * args.rounds)
         rates[embedder.engine] = args.lfw_images / (setup + args.lfw_images * per_image)
+        gflops = flops / per_image / 1e9
+        share_of_peak = f", {100 * gflops / peak:.0f}% of peak" if peak else ""
         print(f"  {embedder.engine:11s} one-off {setup:6.1f} s, steady {1 / per_image:6.2f} images/s on "
-              f"{count * args.rounds} images ({flops / per_image / 1e9:5.1f} GFLOP/s) -> {rates[embedder.engine]:6.2f} "
+              f"{count * args.rounds} images ({gflops:5.1f} GFLOP/s{share_of_peak}) -> {rates[embedder.engine]:6.2f} "
               f"images/s over {args.lfw_images} images ({args.lfw_images / rates[embedder.engine] / 60:.0f} min)")
     b = np.concatenate(outputs[eager.engine]).astype(np.float64)
     same = np.concatenate(outputs[fast.engine])[:len(b)].astype(np.float64)  # both ran faces in order
@@ -157,9 +183,10 @@ def main() -> None:
     ratios = {"protocol vectorised / plain loop (speed-up)": bench_protocol(args.pairs)}
     faces = drawn_faces(max(args.images, args.eager_images)).transpose(0, 3, 1, 2).copy()
     with tempfile.TemporaryDirectory(prefix="faceflow-bench-eval-") as work:
+        peak = fma_peak_gflops(args.threads, Path(work))
         for name in args.networks.split(","):
             ratios[f"CPU validation, auto engine / OneFlow eager, amortised over {args.lfw_images} images ({name})"] = (
-                bench_validation(name, faces, args, Path(work)))
+                bench_validation(name, faces, args, Path(work), peak))
     print(f"total bench time {time.perf_counter() - start:.0f} s")
     for label, ratio in ratios.items():
         print(f"RATIO {label}: {ratio:.1f}x")
