@@ -17,6 +17,7 @@ from faceflow.runtime.flow import flow, nn
 from faceflow.heads import build_head
 from faceflow.heads.partial_fc import PartialFC
 from faceflow.runtime.device import all_ranks_placement
+from faceflow.train.graph import TrainGraph
 
 BATCH, IN_FEATURES, EMB = 8, 16, 8
 CLASSES = 11  # not a multiple of 2 ranks: exercises the padding rows
@@ -100,12 +101,15 @@ def run_case(fc_mode: str, loss: str, rate: float, data: dict[str, np.ndarray]) 
 
 
 GRAPH_LR = 0.1
+# (fc_mode, loss) of the nn.Graph steps; AdaFace and CurricularFace keep running statistics
+GRAPH_CASES = [("model_parallel", "arcface"), ("data_parallel", "arcface"), ("model_parallel", "adaface"),
+               ("model_parallel", "curricularface")]
 
 
 def run_graph_case(fc_mode: str, loss: str, data: dict[str, np.ndarray],
                    batchnorm: bool = False) -> dict[str, np.ndarray]:
-    """One nn.Graph step (forward, backward, plain SGD lr 0.1): loss and the updated weights
-    (`batchnorm`: the Linear + BatchNorm1d backbone of `run_bn_case`)."""
+    """One step of training's nn.Graph (forward, backward, plain SGD lr 0.1): loss, the updated weights and the
+    adaptive margins' running statistics (`batchnorm`: the Linear + BatchNorm1d backbone of `run_bn_case`)."""
     placement = all_ranks_placement("cpu")
     classes = len(data["weight"])
     config = {"loss": loss, "margins": None, "fc_mode": fc_mode, "num_classes": classes, "embedding_size": EMB}
@@ -120,22 +124,12 @@ def run_graph_case(fc_mode: str, loss: str, data: dict[str, np.ndarray],
         with flow.no_grad():
             backbone.weight.copy_(_global(data["backbone"], placement, flow.sbp.broadcast))
     optimizer = flow.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=GRAPH_LR)
-
-    class TrainStep(nn.Graph):
-        def __init__(self) -> None:
-            super().__init__()
-            self.backbone, self.head = backbone, head
-            self.add_optimizer(optimizer)
-
-        def build(self, x: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
-            value = self.head(self.backbone(x), labels)
-            value.backward()
-            return value
-
-    value = TrainStep()(_global(data["x"], placement, flow.sbp.split(0)),
-                        _global(data["labels"], placement, flow.sbp.split(0)))
+    value = TrainGraph(backbone, head, optimizer).step(_global(data["x"], placement, flow.sbp.split(0)),
+                                                       _global(data["labels"], placement, flow.sbp.split(0)))
+    running = {f"running_{name}": _numpy(buffer) for name, buffer in head.named_buffers()
+               if name.startswith("margins.")}  # written back after the compiled step
     return {"loss": np.array(float(_numpy(value))), "backbone": _numpy(linear.weight),
-            "weight": _numpy(head.weight)[:classes]}
+            "weight": _numpy(head.weight)[:classes], **running}
 
 
 BN_CASES = [("model_parallel", "arcface"), ("model_parallel", "softmax"), ("partial_fc", "cosface"),
@@ -261,9 +255,9 @@ def main(out_path: str) -> None:
         fc_mode, loss, rate, classes = case
         for field, value in run_case(fc_mode, loss, rate, problem(classes)).items():
             results[f"{case_name(case)}/{field}"] = value
-    for fc_mode in ("model_parallel", "data_parallel"):
-        for field, value in run_graph_case(fc_mode, "arcface", problem()).items():
-            results[f"graph-{fc_mode}/{field}"] = value
+    for fc_mode, loss in GRAPH_CASES:
+        for field, value in run_graph_case(fc_mode, loss, problem()).items():
+            results[f"graph-{fc_mode}-{loss}/{field}"] = value
     for fc_mode, loss in BN_CASES:
         for field, value in run_bn_case(fc_mode, loss, problem()).items():
             results[f"bn-{fc_mode}-{loss}/{field}"] = value

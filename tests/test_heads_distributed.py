@@ -115,17 +115,23 @@ def test_data_parallel_weight_is_identical_on_every_rank(two_rank_results: dict)
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("fc_mode", ["model_parallel", "data_parallel"])
-def test_graph_step_on_two_ranks_equals_single_process_eager(two_rank_results: dict, fc_mode: str) -> None:
-    """nn.Graph on 2 ranks: loss and SGD-updated backbone/class weights == one-process eager full FC."""
+@pytest.mark.parametrize("case", worker.GRAPH_CASES, ids="-".join)
+def test_graph_step_on_two_ranks_equals_single_process_eager(two_rank_results: dict, case: tuple) -> None:
+    """Training's nn.Graph on 2 ranks: loss, SGD-updated backbone/class weights and (AdaFace, CurricularFace)
+    the running statistics written back after the step == one-process eager full FC."""
+    fc_mode, loss = case
     data = worker.problem()
-    ref = worker.run_case("data_parallel", "arcface", 1.0, data)
-    prefix = f"graph-{fc_mode}/"
+    ref = worker.run_case("data_parallel", loss, 1.0, data)
+    prefix = f"graph-{fc_mode}-{loss}/"
     np.testing.assert_allclose(two_rank_results[prefix + "loss"], ref["loss"], **TOL)
     np.testing.assert_allclose(two_rank_results[prefix + "backbone"],
                                data["backbone"] - worker.GRAPH_LR * ref["backbone_grad"], **TOL)
     np.testing.assert_allclose(two_rank_results[prefix + "weight"],
                                data["weight"] - worker.GRAPH_LR * ref["class_grad"], **TOL)
+    running = [key for key in ref if key.startswith("running_")]
+    assert bool(running) == (loss in ("adaface", "curricularface"))
+    for key in running:
+        np.testing.assert_allclose(two_rank_results[prefix + key], ref[key], **TOL)
 
 
 @pytest.mark.distributed

@@ -51,5 +51,4 @@ def adaface_head(config: Mapping[str, Any], placement: flow.placement, margins: 
 
 
 register_loss("adaface", margins={"m": 0.4, "h": 0.333, "s": 64.0, "t_alpha": 0.01},
-              greater_than={"h": 0.0, "s": 0.0, "t_alpha": 0.0}, at_most={"t_alpha": 1.0}, head=adaface_head,
-              graph=False)
+              greater_than={"h": 0.0, "s": 0.0, "t_alpha": 0.0}, at_most={"t_alpha": 1.0}, head=adaface_head)

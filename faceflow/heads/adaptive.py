@@ -5,12 +5,13 @@ norms `[B]` to (target logit `[B]`, logits of every class `[B, C]`); the FC head
 target logit into its column, so one margin works in data_parallel, model_parallel and partial_fc.
 Running statistics are module buffers (saved with the head's checkpoint, continued on resume); they are
 updated in training only, from the global batch: the inputs are global tensors, so a batch mean on split(0)
-rows is reduced over all ranks. nn.Graph does not write such updates back, so these losses register with
-`graph=False` (heads/registry.py).
+rows is reduced over all ranks. Eagerly a step writes the buffers at once; nn.Graph keeps no in-place write
+to a buffer, so in a graph the new values wait in `pending`, come out as outputs of the compiled step, and
+`write_back` copies them into the buffers after it (`faceflow.train.graph.TrainGraph`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 from faceflow.runtime.flow import flow, nn
 
@@ -36,6 +37,7 @@ class AdaptiveMargin(nn.Module):
         super().__init__()
         self.scale = float(scale)
         self.placement = placement
+        self.pending: dict[str, flow.Tensor] = {}
 
     def running(self, name: str, initial: float) -> None:
         """Register the running statistic `name` (a broadcast `[1]` buffer starting at `initial`)."""
@@ -43,11 +45,18 @@ class AdaptiveMargin(nn.Module):
                                              sbp=flow.sbp.broadcast))
 
     def update(self, name: str, batch_value: flow.Tensor, alpha: float) -> flow.Tensor:
-        """In training, running <- alpha * batch_value + (1 - alpha) * running; returns the running value."""
+        """In training, running <- alpha * batch_value + (1 - alpha) * running; returns the running value
+        (written at once eagerly; in nn.Graph held in `pending` for `write_back`)."""
         running = getattr(self, name)
-        if self.training:
-            with flow.no_grad():
-                running.mul_(1.0 - alpha).add_(_broadcast(batch_value.detach()) * alpha)
+        if not self.training:
+            return running
+        with flow.no_grad():
+            new = running * (1.0 - alpha) + _broadcast(batch_value.detach()) * alpha
+        if new.is_lazy:
+            self.pending[name] = new
+            return new
+        with flow.no_grad():
+            running.copy_(new)
         return running
 
     def forward(self, cos: flow.Tensor, target_cos: flow.Tensor,
@@ -58,3 +67,20 @@ class AdaptiveMargin(nn.Module):
     def penalty(self, norms: flow.Tensor) -> Optional[flow.Tensor]:
         """A term added to the loss (MagFace's norm regulariser), or None."""
         return None
+
+
+def adaptive_margins(module: nn.Module) -> list[AdaptiveMargin]:
+    """The adaptive margins inside `module` (a head), in module order."""
+    return [child for child in module.modules() if isinstance(child, AdaptiveMargin)]
+
+
+def pending_updates(margins: Iterable[AdaptiveMargin]) -> list[tuple[AdaptiveMargin, str, flow.Tensor]]:
+    """The statistics a traced step computed but could not write, as (margin, buffer name, new value)."""
+    return [(margin, name, value) for margin in margins for name, value in margin.pending.items()]
+
+
+def write_back(updates: Iterable[tuple[AdaptiveMargin, str]], values: Iterable[flow.Tensor]) -> None:
+    """Copy a compiled step's outputs into the running statistics they were computed for."""
+    with flow.no_grad():
+        for (margin, name), value in zip(updates, values, strict=True):
+            getattr(margin, name).copy_(value)

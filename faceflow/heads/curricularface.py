@@ -44,5 +44,4 @@ def curricularface_head(config: Mapping[str, Any], placement: flow.placement, ma
     return fc_head(config, placement, CurricularMargin(placement, **margins))
 
 
-register_loss("curricularface", margins={"m": 0.5, "s": 64.0}, greater_than={"s": 0.0}, head=curricularface_head,
-              graph=False)
+register_loss("curricularface", margins={"m": 0.5, "s": 64.0}, greater_than={"s": 0.0}, head=curricularface_head)

@@ -5,8 +5,7 @@ softmax), strict lower bounds (`greater_than={...}`: a number, or the name of an
 smaller) and inclusive upper bounds (`at_most={...}`), all literals, so config checks (`margin_values`) read
 them from the source without importing the head modules (`faceflow.registry`). A loss whose forward is not the
 combined margin `s * (cos(m1*theta + m2) - m3)` of `heads/fc.py` passes `head=factory`, called as
-`factory(config, placement, margins) -> nn.Module`; one whose running statistics nn.Graph would not carry
-from step to step declares `graph=False` (the run is then refused with graph: true).
+`factory(config, placement, margins) -> nn.Module`.
 """
 from __future__ import annotations
 
@@ -26,15 +25,14 @@ HeadFactory = Callable[[Mapping[str, Any], Any, Optional[dict]], Any]
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered loss: margin defaults (None: no margins), strict lower and inclusive upper bounds, its
-    head factory, and whether it trains in nn.Graph."""
+    """A registered loss: margin defaults (None: no margins), strict lower and inclusive upper bounds, and
+    its head factory."""
 
     name: str
     margins: Optional[dict[str, float]]
     greater_than: dict[str, float | str] = field(default_factory=dict)
     at_most: dict[str, float] = field(default_factory=dict)
     head: Optional[HeadFactory] = None
-    graph: bool = True
 
 
 LOSSES: Registry[LossSpec] = Registry("faceflow.heads", Path(__file__).parent, "register_loss",
@@ -43,14 +41,9 @@ LOSSES: Registry[LossSpec] = Registry("faceflow.heads", Path(__file__).parent, "
 
 def register_loss(name: str, margins: Optional[dict[str, float]],
                   greater_than: Optional[dict[str, float | str]] = None, at_most: Optional[dict[str, float]] = None,
-                  head: Optional[HeadFactory] = None, graph: bool = True) -> None:
+                  head: Optional[HeadFactory] = None) -> None:
     """Register loss `name` (a literal) with its margin defaults and bounds (literals too)."""
-    LOSSES.add(name, LossSpec(name, margins, dict(greater_than or {}), dict(at_most or {}), head, graph))
-
-
-def trains_in_graph(loss: str) -> bool:
-    """Whether loss `loss` may run in nn.Graph (read from its declaration, nothing imported)."""
-    return LOSSES.declaration(loss).options.get("graph", True) is not False
+    LOSSES.add(name, LossSpec(name, margins, dict(greater_than or {}), dict(at_most or {}), head))
 
 
 def list_losses() -> list[str]:
@@ -85,7 +78,8 @@ def margin_values(loss: str, overrides: Optional[Mapping[str, Any]]) -> Optional
             raise ConfigError(f"margins.{key}: expected a finite number, got {value!r}")
         values[key] = float(value)
     for key, bound in bounds.items():
-        low, named = (values[bound], f"{bound} ({values[bound]:g})") if isinstance(bound, str) else (bound, f"{bound:g}")
+        low = values[bound] if isinstance(bound, str) else bound
+        named = f"{bound} ({low:g})" if isinstance(bound, str) else f"{bound:g}"
         if not values[key] > low:
             raise ConfigError(f"margins.{key}: loss {loss} needs {key} > {named}, got {values[key]:g}")
     for key, high in (options.get("at_most") or {}).items():

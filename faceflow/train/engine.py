@@ -191,7 +191,7 @@ class Trainer:
     def step(self, images: flow.Tensor, labels: flow.Tensor) -> float:
         """Run one optimizer step; returns the loss as a Python float."""
         self.updates += 1
-        loss = self.graph(images, labels) if self.graph is not None else self._eager_step(images, labels)
+        loss = self.graph.step(images, labels) if self.graph is not None else self._eager_step(images, labels)
         return float(loss.to_local().numpy().reshape(-1)[0]) if loss.is_global else float(loss.numpy())
 
     # ----- checkpoints ---------------------------------------------------------------------

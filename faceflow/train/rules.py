@@ -17,7 +17,7 @@ import os
 from typing import Any, Callable
 
 from faceflow.errors import ConfigError
-from faceflow.heads.registry import margin_values, trains_in_graph
+from faceflow.heads.registry import margin_values
 from faceflow.models.registry import CONFIG_OPTIONS, model_declaration
 
 Config = dict[str, Any]
@@ -88,12 +88,6 @@ def _graph_partial_fc(config: Config) -> None:
                           "or use fc_mode: model_parallel with graph: true")
 
 
-def _graph_loss(config: Config) -> None:
-    if config["graph"] and not trains_in_graph(config["loss"]):
-        raise ConfigError(f"loss: {config['loss']} keeps running statistics that nn.Graph does not carry from "
-                          "step to step: set graph: false")
-
-
 def _graph_freeze(config: Config) -> None:
     if config["graph"] and config["freeze_backbone_steps"]:
         raise ConfigError("freeze_backbone_steps: needs graph: false (a compiled graph cannot stop updating "
@@ -111,7 +105,7 @@ def _validation(config: Config) -> None:
 
 STATIC_RULES: tuple[Callable[[Config], None], ...] = (
     _length, _lr_steps, _warmup_before_lr_steps, _margins, _network_kwargs, _partial_fc_keys,
-    _graph_partial_fc, _graph_loss, _graph_freeze, _validation,
+    _graph_partial_fc, _graph_freeze, _validation,
 )
 
 
