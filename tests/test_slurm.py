@@ -1,7 +1,8 @@
 """Workflow targets through the cluster profiles of both Snakemake generations on a real two-node SLURM
 cluster (tests/slurm_cluster.py): Snakemake 7.32's `--slurm` and cluster profile, Snakemake 9's
-cluster-generic executor, and a 2-node x 1-process training run through Snakemake 9's SLURM executor whose
-loss curve is the 1-node x 2-process run's, validated and exported as any run."""
+cluster-generic executor, and a 2-node x 1-process training run, through Snakemake 9's SLURM executor and
+through Snakemake 7's cluster profile, whose loss curve is the 1-node x 2-process run's, validated and exported as
+any run."""
 from __future__ import annotations
 
 import json
@@ -116,11 +117,18 @@ def losses(run_dir: Path) -> list[float]:
     return [record["loss"] for record in lines if "loss" in record]
 
 
-def test_two_node_run_through_snakemake9_slurm_executor(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+# (Snakemake generation, profile, extra options) of the real 2-node runs
+TWO_NODE_SUBMISSIONS = [(9, "slurm", SLURM9_OPTIONS), (7, "cluster-generic", ())]
+
+
+@pytest.mark.parametrize("generation, profile, options", TWO_NODE_SUBMISSIONS,
+                         ids=[f"{generation}-{profile}" for generation, profile, _ in TWO_NODE_SUBMISSIONS])
+def test_two_node_run_through_a_slurm_profile(generation: int, profile: str, options: tuple,
+                                              slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     workdir = two_runs_workdir(tmp_path / "work")
     targets = ["results/runs/two_nodes/train.json", "results/runs/one_node/train.json",
                "results/runs/two_nodes/validation/step_000004/lfw.json", "results/runs/two_nodes/export/export.json"]
-    done = submit(9, slurm_cluster, workdir, "slurm", *targets, *SLURM9_OPTIONS)
+    done = submit(generation, slurm_cluster, workdir, profile, *targets, *options)
     assert done.returncode == 0, done.stdout[-6000:] + "\n" + slurm_cluster.log_tail()
 
     two, one = workdir / "results/runs/two_nodes", workdir / "results/runs/one_node"
