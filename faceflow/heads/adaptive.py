@@ -52,10 +52,9 @@ class AdaptiveMargin(nn.Module):
             return running
         with flow.no_grad():
             new = running * (1.0 - alpha) + _broadcast(batch_value.detach()) * alpha
-        if new.is_lazy:
-            self.pending[name] = new
-            return new
-        with flow.no_grad():
+            if new.is_lazy:
+                self.pending[name] = new
+                return new
             running.copy_(new)
         return running
 
@@ -72,11 +71,6 @@ class AdaptiveMargin(nn.Module):
 def adaptive_margins(module: nn.Module) -> list[AdaptiveMargin]:
     """The adaptive margins inside `module` (a head), in module order."""
     return [child for child in module.modules() if isinstance(child, AdaptiveMargin)]
-
-
-def pending_updates(margins: Iterable[AdaptiveMargin]) -> list[tuple[AdaptiveMargin, str, flow.Tensor]]:
-    """The statistics a traced step computed but could not write, as (margin, buffer name, new value)."""
-    return [(margin, name, value) for margin in margins for name, value in margin.pending.items()]
 
 
 def write_back(updates: Iterable[tuple[AdaptiveMargin, str]], values: Iterable[flow.Tensor]) -> None:

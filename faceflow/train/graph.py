@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from faceflow.runtime.flow import flow
 
-from faceflow.heads.adaptive import adaptive_margins, pending_updates, write_back
+from faceflow.heads.adaptive import adaptive_margins, write_back
 
 
 class TrainGraph(flow.nn.Graph):
@@ -29,9 +29,8 @@ class TrainGraph(flow.nn.Graph):
     def build(self, images: flow.Tensor, labels: flow.Tensor) -> tuple[flow.Tensor, ...]:
         loss = self.head(self.backbone(images), labels)
         loss.backward()
-        pending = pending_updates(self.margins)
-        self.updates = [(margin, name) for margin, name, _ in pending]
-        return (loss, *[value for _, _, value in pending])
+        self.updates = [(margin, name) for margin in self.margins for name in margin.pending]
+        return (loss, *[margin.pending[name] for margin, name in self.updates])
 
     def step(self, images: flow.Tensor, labels: flow.Tensor) -> flow.Tensor:
         """One compiled step; the running statistics it computed are written back; returns the loss."""
